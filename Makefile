@@ -1,0 +1,45 @@
+# imagebank: `make run` builds the demo archive (and, from the server issue on, serves it);
+# `make test` runs every check and test. Both create the virtual environment first.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared/data
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test lint typecheck contracts unit bench bench-smoke clean venv
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,postgres]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+run: venv
+	$(BIN)/imagebank demo --shared $(SHARED)
+	$(BIN)/imagebank stats
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src/imagebank/domain
+
+typecheck: venv
+	$(BIN)/mypy
+
+contracts: venv
+	$(BIN)/lint-imports
+
+unit: venv
+	$(BIN)/pytest -n 2 --timeout 600 -q
+
+test: lint typecheck contracts unit bench-smoke
+
+bench-smoke: venv
+	$(BIN)/python benchmarks/run_all.py --smoke
+
+bench: venv
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) imagebank-data .pytest_cache .mypy_cache .ruff_cache

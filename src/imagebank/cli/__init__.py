@@ -1,0 +1,1 @@
+"""The ``imagebank`` command."""

@@ -1,0 +1,74 @@
+"""Progress of an ingest: a Rich bar with files/s and MB/s, or JSON lines for scripts."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from imagebank.ingest.pipeline import BatchReport
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        if elapsed <= 0:
+            return Text("")
+        files = task.completed / elapsed
+        mb = task.fields.get("bytes", 0) / elapsed / 1e6
+        return Text(f"{files:,.0f} files/s {mb:,.1f} MB/s", style="cyan")
+
+
+class IngestProgress:
+    """A live bar on stderr: files done, rates, and the running outcome counts."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]ingest"), TextColumn("{task.completed:,} files"),
+            _RateColumn(), TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
+            console=console, transient=False,
+        )
+        self.task = self.progress.add_task("ingest", total=None, bytes=0, counts="")
+        self._bytes = 0
+
+    def __enter__(self) -> IngestProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, report: BatchReport) -> None:
+        self._bytes += report.bytes
+        s = report.summary
+        self.progress.update(
+            self.task, advance=report.files, bytes=self._bytes,
+            counts=f"stored {s.stored:,} dup {s.duplicates:,} conflict {s.conflicts:,} "
+                   f"quarantined {s.quarantined:,}",
+        )
+
+
+class JsonlProgress:
+    """One JSON object per committed batch, flushed at once (for scripts and tests)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.started = time.monotonic()
+        self.files = 0
+
+    def __enter__(self) -> JsonlProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def update(self, report: BatchReport) -> None:
+        self.files += report.files
+        line = {"event": "batch", "files": self.files, "stored_ids": report.stored_ids,
+                "elapsed": round(time.monotonic() - self.started, 3),
+                **report.summary.as_dict()}
+        print(json.dumps(line), flush=True)

@@ -1,0 +1,191 @@
+"""Reading what the index needs from a DICOM header: the header only, never the pixels.
+
+``read_header(data)`` returns an :class:`InstanceHeader` or a :class:`Rejection` with a reason a
+person can act on. Tolerant on read (STYLE.md: odd vendor files are read and the oddity is
+recorded), strict on what cannot be archived: no Part 10 header, missing UIDs, truncation,
+an executable preamble, a DICOMDIR.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian, UID
+
+from imagebank.domain.model import (
+    INDEXED_ATTRIBUTES,
+    REQUIRED_UIDS,
+    InstanceHeader,
+    QuarantineReason,
+    Rejection,
+    Scalar,
+)
+from imagebank.dicom.dicomjson import dataset_to_json
+from imagebank.dicom.part10 import (
+    Truncated,
+    check_deflated_complete,
+    check_elements_complete,
+    executable_preamble,
+    has_part10_magic,
+    preamble_oddity,
+)
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+def read_header(data: bytes, *, max_size: int | None = None) -> InstanceHeader | Rejection:
+    """Parse and validate one received object (PS3.10 file) from its bytes."""
+    if not data:
+        return Rejection(QuarantineReason.EMPTY, "The file is empty (0 bytes).")
+    if max_size is not None and len(data) > max_size:
+        return Rejection(
+            QuarantineReason.TOO_LARGE,
+            f"The file is {len(data):,} bytes, over the limit of {max_size:,} bytes "
+            "(setting IMAGEBANK_MAX_OBJECT_SIZE).",
+        )
+    if not has_part10_magic(data):
+        return Rejection(
+            QuarantineReason.NOT_DICOM,
+            "Not a DICOM Part 10 file: there is no 'DICM' marker after the 128-byte preamble. "
+            "If it is a raw DICOM dataset, add a file meta header (e.g. DCMTK's dcmconv) and "
+            "ingest it again.",
+        )
+    executable = executable_preamble(data)
+    if executable is not None:
+        return Rejection(
+            QuarantineReason.EXECUTABLE_PREAMBLE,
+            f"The 128-byte preamble makes this file {executable} (a DICOM/executable polyglot, "
+            "CVE-2019-11687). It is held in quarantine; rewrite it with a zeroed preamble if "
+            "the source is trusted.",
+        )
+    oddities: list[str] = []
+    note = preamble_oddity(data)
+    if note:
+        oddities.append(note)
+
+    fp = io.BytesIO(data)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        if caught:
+            oddities.append("read_warnings")
+    except (InvalidDicomError, Exception) as exc:  # noqa: BLE001 - untrusted input: any failure is a rejection
+        return Rejection(
+            QuarantineReason.UNREADABLE,
+            f"The DICOM header cannot be read ({type(exc).__name__}); the file is damaged "
+            "or not DICOM.",
+        )
+    stop = fp.tell()
+    meta = ds.file_meta
+    ts = str(meta.get("TransferSyntaxUID", "") or "")
+    if not ts:
+        oddities.append("no_transfer_syntax")
+    if str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY:
+        return Rejection(
+            QuarantineReason.DICOMDIR,
+            "This is a DICOMDIR (a media directory), not an image: it is not archived. The "
+            "files it lists are ingested on their own.",
+        )
+
+    try:
+        if ts == DeflatedExplicitVRLittleEndian:
+            check_deflated_complete(data, _dataset_offset(data))
+        else:
+            check_elements_complete(
+                data, stop, implicit_vr=bool(ds.original_encoding[0]),
+                little_endian=bool(ds.original_encoding[1]),
+            )
+    except Truncated:
+        return Rejection(
+            QuarantineReason.TRUNCATED,
+            f"The file is truncated: a data element runs past its end ({len(data):,} bytes). "
+            "Send or copy it again from the source.",
+        )
+
+    try:
+        values, bad = extract_values(ds)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        return Rejection(
+            QuarantineReason.UNREADABLE,
+            f"The header's values cannot be decoded ({type(exc).__name__}).",
+        )
+    oddities.extend(f"bad_value:{k}" for k in bad)
+    missing = [k for k in REQUIRED_UIDS if not values.get(_COLUMN[k])]
+    if missing:
+        return Rejection(
+            QuarantineReason.MISSING_UID,
+            f"The header has no {', '.join(missing)}, so the object cannot be placed in a "
+            "study and series. Fix it at the source and send it again.",
+        )
+    if values.get("sop_class_uid") is None and meta.get("MediaStorageSOPClassUID"):
+        values["sop_class_uid"] = str(meta.MediaStorageSOPClassUID)
+    try:
+        metadata = dataset_to_json(ds)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        metadata = {}
+        oddities.append("json_failed")
+    return InstanceHeader(
+        values=values,
+        metadata=metadata,
+        transfer_syntax_uid=ts,
+        oddities=tuple(oddities),
+    )
+
+
+_COLUMN = {a.keyword: a.column for a in INDEXED_ATTRIBUTES}
+
+
+def _dataset_offset(data: bytes) -> int:
+    """Offset of the dataset after the file meta group (its length is in (0002,0000))."""
+    # 128 preamble + 'DICM' + (0002,0000) UL element: tag(4) VR(2) len(2) value(4)
+    group_length = int.from_bytes(data[140:144], "little")
+    return 144 + group_length
+
+
+def extract_values(ds: Dataset) -> tuple[dict[str, Scalar], list[str]]:
+    """Map each indexed attribute to a column value; return also the keywords that failed."""
+    values: dict[str, Scalar] = {}
+    bad: list[str] = []
+    for attribute in INDEXED_ATTRIBUTES:
+        element = ds.get(attribute.keyword)
+        raw: Any = None if element is None else element
+        if raw is None or raw == "":
+            values[attribute.column] = None
+            continue
+        try:
+            values[attribute.column] = _convert(raw, attribute.kind)
+        except (ValueError, TypeError, OverflowError):
+            values[attribute.column] = None
+            bad.append(attribute.keyword)
+    for keyword in REQUIRED_UIDS:
+        value = values.get(_COLUMN[keyword])
+        if isinstance(value, str):
+            values[_COLUMN[keyword]] = value.strip().rstrip("\x00") or None
+    return values, bad
+
+
+def _convert(raw: Any, kind: str) -> Scalar:
+    if kind == "multi":
+        if isinstance(raw, list | tuple | pydicom.multival.MultiValue):
+            return "\\".join(str(v) for v in raw)
+        return str(raw)
+    if isinstance(raw, list | tuple | pydicom.multival.MultiValue):
+        raw = raw[0] if len(raw) else None
+        if raw is None:
+            return None
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        value = float(raw)
+        if value != value:  # NaN
+            raise ValueError("NaN")
+        return value
+    if isinstance(raw, UID):
+        return str(raw)
+    return str(raw)

@@ -1,0 +1,75 @@
+"""Engines and schema upgrades for SQLite (WAL) and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from imagebank.domain.errors import ConfigurationError, StorageError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk when it returns, so "stored" survives a power cut too.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute("PRAGMA temp_store=MEMORY")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the index at ``url``; SQLite gets WAL and its pragmas."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # noqa: BLE001 - any malformed URL is a configuration error
+        raise ConfigurationError("IMAGEBANK_DATABASE_URL is not a valid database URL.") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    raise ConfigurationError("Only SQLite and PostgreSQL databases are supported.")
+
+
+def alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    from alembic import command
+
+    try:
+        with engine.begin() as connection:
+            config = alembic_config(engine)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        raise StorageError(
+            "Cannot reach the index database; check IMAGEBANK_DATABASE_URL and that the "
+            "server is running."
+        ) from exc
+    except SQLAlchemyError as exc:
+        raise StorageError("The index database schema could not be upgraded.") from exc
+
+
+def has_schema(engine: Engine) -> bool:
+    return inspect(engine).has_table("projects")

@@ -1,0 +1,450 @@
+"""Queries and writes of the index. All SQL of imagebank lives in this package.
+
+Functions take a ``Session`` and never commit: the caller owns the transaction (STYLE.md
+practice 6). Reads return plain dicts of column values, which callers turn into views.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy.orm import Session
+
+from imagebank.index.tables import (
+    ArchiveMeta,
+    Base,
+    Change,
+    Instance,
+    Project,
+    QuarantineItem,
+    Resource,
+    Series,
+    Study,
+    Subject,
+)
+
+ID_KEY = "id_key"
+CHUNK = 500
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _insert(session: Session, table: Table | type[Base]) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    return {c.key: getattr(obj, c.key) for c in obj.__table__.columns}
+
+
+# -- archive ------------------------------------------------------------------------------
+def get_or_create_id_key(session: Session) -> bytes:
+    """The archive's secret for internal IDs, created on first use (in the index, so that
+    every process of the archive, on any machine, derives the same IDs)."""
+    stmt = _insert(session, ArchiveMeta).values(key=ID_KEY, value=secrets.token_hex(32))
+    session.execute(stmt.on_conflict_do_nothing())
+    value = session.scalar(select(ArchiveMeta.value).where(ArchiveMeta.key == ID_KEY))
+    assert value is not None
+    return bytes.fromhex(value)
+
+
+# -- projects -----------------------------------------------------------------------------
+def add_project(session: Session, project_id: str, name: str, description: str = "") -> bool:
+    """Add a project; False if it already exists."""
+    stmt = _insert(session, Project).values(
+        id=project_id, name=name, description=description, created_at=now()
+    ).on_conflict_do_nothing()
+    return bool(session.execute(stmt).rowcount)
+
+
+def get_project(session: Session, project_id: str) -> dict[str, Any] | None:
+    project = session.get(Project, project_id)
+    return None if project is None else _row(project)
+
+
+def list_projects(session: Session) -> list[dict[str, Any]]:
+    subjects = (
+        select(Subject.project_id, func.count().label("n")).group_by(Subject.project_id)
+        .subquery()
+    )
+    studies = (
+        select(
+            Study.project_id,
+            func.count().label("n"),
+            func.coalesce(func.sum(Study.num_series), 0).label("series"),
+            func.coalesce(func.sum(Study.num_instances), 0).label("instances"),
+            func.coalesce(func.sum(Study.size_bytes), 0).label("size"),
+        ).group_by(Study.project_id).subquery()
+    )
+    stmt = (
+        select(
+            Project,
+            func.coalesce(subjects.c.n, 0),
+            func.coalesce(studies.c.n, 0),
+            func.coalesce(studies.c.series, 0),
+            func.coalesce(studies.c.instances, 0),
+            func.coalesce(studies.c.size, 0),
+        )
+        .outerjoin(subjects, subjects.c.project_id == Project.id)
+        .outerjoin(studies, studies.c.project_id == Project.id)
+        .order_by(Project.id)
+    )
+    result = []
+    for project, n_subjects, n_studies, n_series, n_instances, size in session.execute(stmt):
+        row = _row(project)
+        row.update(subjects=int(n_subjects), studies=int(n_studies), series=int(n_series),
+                   instances=int(n_instances), size_bytes=int(size))
+        result.append(row)
+    return result
+
+
+# -- ingest writes ------------------------------------------------------------------------
+def get_instance_checksums(session: Session, instance_ids: Iterable[str]) -> dict[str, str]:
+    ids = list(set(instance_ids))
+    found: dict[str, str] = {}
+    for chunk in _chunks(ids):
+        found.update(dict(session.execute(
+            select(Instance.id, Instance.sha256).where(Instance.id.in_(chunk))
+        ).tuples().all()))
+    return found
+
+
+def get_study_subjects(session: Session, study_ids: Iterable[str]) -> dict[str, str]:
+    ids = list(set(study_ids))
+    found: dict[str, str] = {}
+    for chunk in _chunks(ids):
+        found.update(dict(session.execute(
+            select(Study.id, Study.subject_id).where(Study.id.in_(chunk))
+        ).tuples().all()))
+    return found
+
+
+def add_instances(
+    session: Session,
+    subjects: Sequence[dict[str, Any]],
+    studies: Sequence[dict[str, Any]],
+    series: Sequence[dict[str, Any]],
+    instances: Sequence[dict[str, Any]],
+) -> set[str]:
+    """Insert a batch of the hierarchy; return the IDs of the instances actually inserted.
+
+    Parents are inserted if absent (first values win). Counters of series, studies and
+    subjects grow by what was inserted, so they stay exact under concurrent writers.
+    """
+    stamp = now()
+    new_subjects = _insert_new(session, Subject, subjects, {"created_at": stamp, "num_studies": 0})
+    new_studies = _insert_new(session, Study, studies, {
+        "created_at": stamp, "updated_at": stamp, "num_series": 0, "num_instances": 0,
+        "size_bytes": 0,
+    })
+    new_series = _insert_new(session, Series, series, {
+        "created_at": stamp, "num_instances": 0, "size_bytes": 0,
+    })
+    inserted = _insert_new(session, Instance, instances, {"created_at": stamp})
+    if not inserted:
+        return set()
+
+    per_series: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_study: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row in instances:
+        if row["id"] in inserted:
+            per_series[row["series_id"]][0] += 1
+            per_series[row["series_id"]][1] += row["size_bytes"]
+            per_study[row["study_id"]][0] += 1
+            per_study[row["study_id"]][1] += row["size_bytes"]
+    if per_series:
+        session.execute(
+            update(Series.__table__).where(Series.id == _bind("sid")).values(
+                num_instances=Series.num_instances + _bind("n"),
+                size_bytes=Series.size_bytes + _bind("s"),
+            ),
+            [{"sid": k, "n": v[0], "s": v[1]} for k, v in per_series.items()],
+        )
+    series_per_study = Counter(r["study_id"] for r in series if r["id"] in new_series)
+    session.execute(
+        update(Study.__table__).where(Study.id == _bind("sid")).values(
+            num_instances=Study.num_instances + _bind("n"),
+            size_bytes=Study.size_bytes + _bind("s"),
+            num_series=Study.num_series + _bind("ns"),
+            updated_at=stamp,
+        ),
+        [{"sid": k, "n": v[0], "s": v[1], "ns": series_per_study.get(k, 0)}
+         for k, v in per_study.items()],
+    )
+    if new_series:
+        _refresh_modalities(session, series_per_study.keys())
+    studies_per_subject = Counter(r["subject_id"] for r in studies if r["id"] in new_studies)
+    if studies_per_subject:
+        session.execute(
+            update(Subject.__table__).where(Subject.id == _bind("sid")).values(
+                num_studies=Subject.num_studies + _bind("n"),
+            ),
+            [{"sid": k, "n": v} for k, v in studies_per_subject.items()],
+        )
+    del new_subjects
+    return inserted
+
+
+def _bind(name: str) -> Any:
+    from sqlalchemy import bindparam
+
+    return bindparam(name)
+
+
+def _insert_new(session: Session, model: type[Base], rows: Sequence[dict[str, Any]],
+                defaults: dict[str, Any]) -> set[str]:
+    if not rows:
+        return set()
+    table = model.__table__
+    full = [{**defaults, **row} for row in rows]
+    stmt = _insert(session, table).on_conflict_do_nothing().returning(table.c.id)
+    inserted: set[str] = set()
+    for chunk in _chunks(full):
+        inserted.update(session.scalars(stmt, list(chunk)).all())
+    return inserted
+
+
+def _refresh_modalities(session: Session, study_ids: Iterable[str]) -> None:
+    ids = list(study_ids)
+    modalities: dict[str, set[str]] = defaultdict(set)
+    for chunk in _chunks(ids):
+        for study_id, modality in session.execute(
+            select(Series.study_id, Series.modality).distinct().where(Series.study_id.in_(chunk))
+        ):
+            if modality:
+                modalities[study_id].add(modality)
+    if modalities:
+        session.execute(
+            update(Study.__table__).where(Study.id == _bind("sid")).values(modalities_in_study=_bind("m"))
+            ,
+            [{"sid": k, "m": "\\".join(sorted(v))} for k, v in modalities.items()],
+        )
+
+
+def add_quarantine(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        stamp = now()
+        session.execute(
+            _insert(session, QuarantineItem).on_conflict_do_nothing(),
+            [{"created_at": stamp, **r} for r in rows],
+        )
+
+
+def add_changes(session: Session, project_id: str, change_type: str, level: str,
+                resource_ids: Iterable[str]) -> None:
+    stamp = now()
+    rows = [
+        {"project_id": project_id, "change_type": change_type, "level": level,
+         "resource_id": rid, "created_at": stamp}
+        for rid in resource_ids
+    ]
+    if rows:
+        session.execute(_insert(session, Change), rows)
+
+
+def add_resource(session: Session, row: dict[str, Any]) -> None:
+    session.execute(_insert(session, Resource).values(created_at=now(), **row))
+
+
+def list_resources(session: Session, project_id: str, level: str | None = None,
+                   parent_id: str | None = None) -> list[dict[str, Any]]:
+    stmt = select(Resource).where(Resource.project_id == project_id)
+    if level is not None:
+        stmt = stmt.where(Resource.level == level)
+    if parent_id is not None:
+        stmt = stmt.where(Resource.parent_id == parent_id)
+    return [_row(r) for r in session.scalars(stmt.order_by(Resource.created_at, Resource.id))]
+
+
+# -- reads --------------------------------------------------------------------------------
+def count_rows(session: Session) -> dict[str, int]:
+    counts = {}
+    for name, model in (("projects", Project), ("subjects", Subject), ("studies", Study),
+                        ("series", Series), ("instances", Instance),
+                        ("resources", Resource), ("quarantined", QuarantineItem)):
+        counts[name] = int(session.scalar(select(func.count()).select_from(model)) or 0)
+    counts["bytes"] = int(
+        session.scalar(select(func.coalesce(func.sum(Study.size_bytes), 0))) or 0
+    )
+    return counts
+
+
+def quarantine_reasons(session: Session, project_id: str | None = None) -> dict[str, int]:
+    stmt = select(QuarantineItem.reason, func.count()).group_by(QuarantineItem.reason)
+    if project_id:
+        stmt = stmt.where(QuarantineItem.project_id == project_id)
+    return {reason: int(n) for reason, n in session.execute(stmt)}
+
+
+def list_quarantine(session: Session, project_id: str | None = None, *, limit: int = 100,
+                    offset: int = 0) -> list[dict[str, Any]]:
+    stmt = select(QuarantineItem).order_by(QuarantineItem.created_at, QuarantineItem.id)
+    if project_id:
+        stmt = stmt.where(QuarantineItem.project_id == project_id)
+    return [_row(q) for q in session.scalars(stmt.limit(limit).offset(offset))]
+
+
+def list_subjects(session: Session, project_id: str, *, limit: int = 100,
+                  offset: int = 0) -> list[dict[str, Any]]:
+    stmt = (select(Subject).where(Subject.project_id == project_id)
+            .order_by(Subject.patient_id, Subject.id).limit(limit).offset(offset))
+    return [_row(s) for s in session.scalars(stmt)]
+
+
+def study_query(
+    project_ids: Sequence[str] | None = None,
+    *,
+    patient_id: str | None = None,
+    study_date_from: str | None = None,
+    study_date_to: str | None = None,
+    subject_id: str | None = None,
+    modality: str | None = None,
+    accession_number: str | None = None,
+    study_instance_uid: str | None = None,
+) -> Select[Any]:
+    """A SELECT of studies (with their subject's patient attributes) matching the filters.
+
+    Dates are DICOM DA strings (YYYYMMDD), compared as strings: a range is inclusive.
+    """
+    stmt = select(
+        Study,
+        Subject.patient_id,
+        Subject.issuer_of_patient_id,
+        Subject.patient_name,
+        Subject.patient_birth_date,
+        Subject.patient_sex,
+    ).join(Subject, Subject.id == Study.subject_id)
+    if project_ids is not None:
+        stmt = stmt.where(Study.project_id.in_(list(project_ids)))
+    if patient_id is not None:
+        stmt = stmt.where(Subject.patient_id == patient_id)
+    if subject_id is not None:
+        stmt = stmt.where(Study.subject_id == subject_id)
+    if study_date_from is not None:
+        stmt = stmt.where(Study.study_date >= study_date_from)
+    if study_date_to is not None:
+        stmt = stmt.where(Study.study_date <= study_date_to)
+    if accession_number is not None:
+        stmt = stmt.where(Study.accession_number == accession_number)
+    if study_instance_uid is not None:
+        stmt = stmt.where(Study.study_instance_uid == study_instance_uid)
+    if modality is not None:
+        stmt = stmt.where(
+            Study.id.in_(select(Series.study_id).where(Series.modality == modality))
+        )
+    return stmt
+
+
+def list_studies(session: Session, project_ids: Sequence[str] | None = None, *,
+                 limit: int = 100, offset: int = 0, **filters: Any) -> list[dict[str, Any]]:
+    stmt = study_query(project_ids, **filters).order_by(
+        Study.study_date.desc(), Study.id
+    ).limit(limit).offset(offset)
+    result = []
+    for study, pid, issuer, name, birth, sex in session.execute(stmt):
+        row = _row(study)
+        row.update(patient_id=pid, issuer_of_patient_id=issuer, patient_name=name,
+                   patient_birth_date=birth, patient_sex=sex)
+        result.append(row)
+    return result
+
+
+def list_series(session: Session, study_id: str) -> list[dict[str, Any]]:
+    stmt = (select(Series).where(Series.study_id == study_id)
+            .order_by(Series.series_number, Series.id))
+    return [_row(s) for s in session.scalars(stmt)]
+
+
+def list_instances(session: Session, series_id: str, *, with_metadata: bool = False,
+                   limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    stmt = (select(Instance).where(Instance.series_id == series_id)
+            .order_by(Instance.instance_number, Instance.id).offset(offset))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rows = [_row(i) for i in session.scalars(stmt)]
+    if not with_metadata:
+        for row in rows:
+            row.pop("metadata_json", None)
+    return rows
+
+
+def get_level_row(session: Session, model: type[Base], row_id: str) -> dict[str, Any] | None:
+    obj = session.get(model, row_id)
+    return None if obj is None else _row(obj)
+
+
+def find_by_uid(session: Session, uid: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every study, series or instance (in any project) with this UID, by level."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for level, model, column in (
+        ("study", Study, Study.study_instance_uid),
+        ("series", Series, Series.series_instance_uid),
+        ("instance", Instance, Instance.sop_instance_uid),
+    ):
+        for obj in session.scalars(select(model).where(column == uid)):
+            found.append((level, _row(obj)))
+    return found
+
+
+def iter_instance_objects(session: Session, batch: int = 5000) -> Iterator[tuple[str, str, int]]:
+    """(object_key, sha256, size) of every instance, in key order, streamed."""
+    last = ""
+    while True:
+        rows = session.execute(
+            select(Instance.object_key, Instance.sha256, Instance.size_bytes)
+            .where(Instance.object_key > last).order_by(Instance.object_key).limit(batch)
+        ).all()
+        if not rows:
+            return
+        for key, sha, size in rows:
+            yield key, sha, size
+        last = rows[-1][0]
+
+
+def instance_key_exists(session: Session, object_key: str) -> bool:
+    return session.scalar(
+        select(func.count()).select_from(Instance).where(Instance.object_key == object_key)
+    ) != 0
+
+
+def iter_other_object_keys(session: Session) -> Iterator[str]:
+    for (key,) in session.execute(select(Resource.object_key)):
+        yield key
+    for (key,) in session.execute(
+        select(QuarantineItem.object_key).where(QuarantineItem.object_key.is_not(None))
+    ):
+        yield key
+
+
+def delete_instance_rows(session: Session, object_keys: Sequence[str]) -> int:
+    """Remove index rows whose objects are gone, fixing the counters (used by repair)."""
+    removed = 0
+    for chunk in _chunks(list(object_keys)):
+        rows = session.execute(
+            select(Instance.id, Instance.series_id, Instance.study_id, Instance.size_bytes)
+            .where(Instance.object_key.in_(chunk))
+        ).all()
+        for iid, series_id, study_id, size in rows:
+            session.execute(Instance.__table__.delete().where(Instance.id == iid))
+            session.execute(update(Series).where(Series.id == series_id).values(
+                num_instances=Series.num_instances - 1, size_bytes=Series.size_bytes - size))
+            session.execute(update(Study).where(Study.id == study_id).values(
+                num_instances=Study.num_instances - 1, size_bytes=Study.size_bytes - size))
+            removed += 1
+    return removed

@@ -1,0 +1,240 @@
+"""Index tables. Column names of DICOM attributes come from ``domain.model.INDEXED_ATTRIBUTES``.
+
+Every change here needs an Alembic revision (``make migration``); ``tests/index/
+test_migrations.py`` fails when the models and the migrations disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+ID = String(32)
+
+
+class ArchiveMeta(Base):
+    """Key/value facts about the archive itself (its ID key, its creation)."""
+
+    __tablename__ = "archive_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Subject(Base):
+    __tablename__ = "subjects"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    patient_id: Mapped[str | None] = mapped_column(String)
+    issuer_of_patient_id: Mapped[str | None] = mapped_column(String)
+    patient_name: Mapped[str | None] = mapped_column(String)
+    patient_birth_date: Mapped[str | None] = mapped_column(String(32))
+    patient_sex: Mapped[str | None] = mapped_column(String(16))
+    num_studies: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    project: Mapped[Project] = relationship(lazy="raise")
+
+    __table_args__ = (
+        Index(None, "project_id", "patient_id"),
+        Index(None, "patient_id"),
+    )
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"))
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    study_date: Mapped[str | None] = mapped_column(String(32))
+    study_time: Mapped[str | None] = mapped_column(String(32))
+    accession_number: Mapped[str | None] = mapped_column(String)
+    referring_physician_name: Mapped[str | None] = mapped_column(String)
+    study_id: Mapped[str | None] = mapped_column(String)
+    study_description: Mapped[str | None] = mapped_column(String)
+    institution_name: Mapped[str | None] = mapped_column(String)
+    modalities_in_study: Mapped[str | None] = mapped_column(String)
+    num_series: Mapped[int] = mapped_column(Integer, default=0)
+    num_instances: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    subject: Mapped[Subject] = relationship(lazy="raise")
+
+    __table_args__ = (
+        Index(None, "project_id", "study_date"),
+        Index(None, "subject_id"),
+        Index(None, "study_instance_uid"),
+        Index(None, "study_date"),
+        Index(None, "accession_number"),
+    )
+
+
+class Series(Base):
+    __tablename__ = "series"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    series_description: Mapped[str | None] = mapped_column(String)
+    series_date: Mapped[str | None] = mapped_column(String(32))
+    series_time: Mapped[str | None] = mapped_column(String(32))
+    performed_procedure_step_start_date: Mapped[str | None] = mapped_column(String(32))
+    performed_procedure_step_start_time: Mapped[str | None] = mapped_column(String(32))
+    body_part_examined: Mapped[str | None] = mapped_column(String)
+    protocol_name: Mapped[str | None] = mapped_column(String)
+    manufacturer: Mapped[str | None] = mapped_column(String)
+    manufacturer_model_name: Mapped[str | None] = mapped_column(String)
+    station_name: Mapped[str | None] = mapped_column(String)
+    device_serial_number: Mapped[str | None] = mapped_column(String)
+    software_versions: Mapped[str | None] = mapped_column(String)
+    magnetic_field_strength: Mapped[float | None] = mapped_column(Float)
+    frame_of_reference_uid: Mapped[str | None] = mapped_column(String(64))
+    num_instances: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    study: Mapped[Study] = relationship(lazy="raise")
+
+    __table_args__ = (
+        Index(None, "study_id"),
+        Index(None, "series_instance_uid"),
+        Index(None, "project_id", "modality"),
+    )
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"))
+    series_id: Mapped[str] = mapped_column(ForeignKey("series.id"))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    acquisition_number: Mapped[int | None] = mapped_column(Integer)
+    content_date: Mapped[str | None] = mapped_column(String(32))
+    content_time: Mapped[str | None] = mapped_column(String(32))
+    image_type: Mapped[str | None] = mapped_column(String)
+    rows: Mapped[int | None] = mapped_column(Integer)
+    columns: Mapped[int | None] = mapped_column(Integer)
+    number_of_frames: Mapped[int | None] = mapped_column(Integer)
+    bits_allocated: Mapped[int | None] = mapped_column(Integer)
+    photometric_interpretation: Mapped[str | None] = mapped_column(String(32))
+    pixel_spacing: Mapped[str | None] = mapped_column(String)
+    slice_thickness: Mapped[float | None] = mapped_column(Float)
+    spacing_between_slices: Mapped[float | None] = mapped_column(Float)
+    image_position_patient: Mapped[str | None] = mapped_column(String)
+    image_orientation_patient: Mapped[str | None] = mapped_column(String)
+    kvp: Mapped[float | None] = mapped_column(Float)
+    x_ray_tube_current: Mapped[float | None] = mapped_column(Float)
+    convolution_kernel: Mapped[str | None] = mapped_column(String)
+    repetition_time: Mapped[float | None] = mapped_column(Float)
+    echo_time: Mapped[float | None] = mapped_column(Float)
+    inversion_time: Mapped[float | None] = mapped_column(Float)
+    flip_angle: Mapped[float | None] = mapped_column(Float)
+    sequence_name: Mapped[str | None] = mapped_column(String)
+    burned_in_annotation: Mapped[str | None] = mapped_column(String(16))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    object_key: Mapped[str] = mapped_column(String(255))
+    metadata_json: Mapped[str] = mapped_column(Text)
+    oddities: Mapped[str] = mapped_column(String, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    series: Mapped[Series] = relationship(lazy="raise")
+
+    __table_args__ = (
+        Index(None, "series_id"),
+        Index(None, "study_id"),
+        Index(None, "sop_instance_uid"),
+        Index(None, "object_key"),
+    )
+
+
+class Resource(Base):
+    """A non-DICOM file (NIfTI, segmentation, report) attached to any level."""
+
+    __tablename__ = "resources"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    level: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(127))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    object_key: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index(None, "project_id", "level", "parent_id"),)
+
+
+class QuarantineItem(Base):
+    """What was received and not archived, with the reason; its bytes are kept when possible."""
+
+    __tablename__ = "quarantine"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    reason: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text, default="")
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    object_key: Mapped[str | None] = mapped_column(String(255))
+    instance_id: Mapped[str | None] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index(None, "project_id", "reason"),)
+
+
+class Change(Base):
+    """An append-only feed of what changed, for ``/changes`` (cursor = ``seq``)."""
+
+    __tablename__ = "changes"
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    project_id: Mapped[str] = mapped_column(String(63))
+    change_type: Mapped[str] = mapped_column(String(32))
+    level: Mapped[str] = mapped_column(String(16))
+    resource_id: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index(None, "project_id", "seq"),)

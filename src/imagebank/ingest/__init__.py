@@ -1,0 +1,1 @@
+"""The ingest pipeline that every way in shares: parse → check → store → index, in batches."""

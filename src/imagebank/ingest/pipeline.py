@@ -1,0 +1,304 @@
+"""The committing half of the pipeline: classify, publish, index, in batched transactions.
+
+Order of a batch, which makes it crash-safe (a SIGKILL anywhere loses nothing reported stored
+and never leaves an index row without its object):
+
+1. classify each parsed object against the index: new, duplicate (same SOPInstanceUID, same
+   bytes: a no-op), conflict (same SOPInstanceUID, other bytes: kept first, the newcomer goes
+   to quarantine), patient mismatch, or rejected by the parse step;
+2. publish the staged bytes (durable, atomic) to their keys: archive or quarantine;
+3. insert the index rows and commit. Only then is the batch reported stored.
+
+A crash after 2 and before 3 leaves objects with no index row: ``imagebank check --repair``
+indexes them again. Object keys carry the checksum, so publishing never overwrites other bytes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from imagebank.domain.errors import StorageError
+from imagebank.domain.ids import instance_object_key, quarantine_object_key
+from imagebank.domain.model import (
+    IngestSummary,
+    Level,
+    Outcome,
+    QuarantineReason,
+    attributes_at,
+)
+from imagebank.index import repo
+from imagebank.ingest.sources import Source, SourceProblem
+from imagebank.ingest.worker import Parsed, Parser, WorkerConfig, init_worker, parse_many
+from imagebank.storage.base import ObjectStore, StagedObject
+
+_SUBJECT_COLS = [a.column for a in attributes_at(Level.SUBJECT)]
+_STUDY_COLS = [a.column for a in attributes_at(Level.STUDY)]
+_SERIES_COLS = [a.column for a in attributes_at(Level.SERIES)]
+_INSTANCE_COLS = [a.column for a in attributes_at(Level.INSTANCE)]
+
+Progress = Callable[["BatchReport"], None]
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """What one committed batch did; cumulative figures are in ``summary``."""
+
+    files: int
+    bytes: int
+    stored_ids: list[str] = field(default_factory=list)
+    summary: IngestSummary = field(default_factory=IngestSummary)
+
+
+class Committer:
+    """Commits batches of parsed objects for one project."""
+
+    def __init__(self, sessions: sessionmaker[Session], store: ObjectStore, project_id: str,
+                 *, max_problems: int = 1000) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.project_id = project_id
+        self.max_problems = max_problems
+
+    def commit(self, batch: list[Parsed]) -> BatchReport:
+        report = BatchReport(files=len(batch), bytes=sum(p.size for p in batch))
+        try:
+            self._commit(batch, report)
+        except SQLAlchemyError as exc:
+            raise StorageError(
+                "The index could not be written; the ingest stopped. Objects already copied "
+                "are indexed by `imagebank check --repair`."
+            ) from exc
+        return report
+
+    def _commit(self, batch: list[Parsed], report: BatchReport) -> None:
+        summary = report.summary
+        project = self.project_id
+        accepted = [p for p in batch if p.rejection is None and p.staged is not None]
+        with self.sessions.begin() as session:
+            existing = repo.get_instance_checksums(session, (p.instance_id for p in accepted))
+            owners = repo.get_study_subjects(session, (p.study_id for p in accepted))
+
+        to_publish: list[tuple[StagedObject, str]] = []
+        quarantine: list[dict[str, Any]] = []
+        new: list[Parsed] = []
+        seen: dict[str, str] = {}
+        discard: list[StagedObject] = []
+
+        def hold(parsed: Parsed, reason: str, message: str, instance_id: str | None = None
+                 ) -> None:
+            qid = uuid.uuid4().hex
+            key = None
+            if parsed.staged is not None:
+                key = quarantine_object_key(project, qid)
+                to_publish.append((parsed.staged, key))
+            quarantine.append({
+                "id": qid, "project_id": project, "reason": reason, "message": message,
+                "source": parsed.label, "size_bytes": parsed.size,
+                "sha256": parsed.staged.sha256 if parsed.staged else None,
+                "object_key": key, "instance_id": instance_id,
+            })
+
+        for parsed in batch:
+            if parsed.rejection is not None:
+                hold(parsed, parsed.rejection.reason.value, parsed.rejection.message)
+                self._note(summary, Outcome.QUARANTINED, parsed, parsed.rejection.reason.value,
+                           parsed.rejection.message)
+                continue
+            assert parsed.staged is not None
+            sha = parsed.staged.sha256
+            known = existing.get(parsed.instance_id) or seen.get(parsed.instance_id)
+            if known is not None:
+                if known == sha:
+                    discard.append(parsed.staged)
+                    summary.add(Outcome.DUPLICATE)
+                else:
+                    message = (
+                        "An instance with this SOPInstanceUID is already archived with "
+                        "different bytes; the first is kept and this one is held in "
+                        f"quarantine (instance {parsed.instance_id})."
+                    )
+                    hold(parsed, QuarantineReason.CONFLICT.value, message, parsed.instance_id)
+                    self._note(summary, Outcome.CONFLICT, parsed, "conflict", message)
+                continue
+            owner = owners.get(parsed.study_id)
+            if owner is not None and owner != parsed.subject_id:
+                message = (
+                    "This instance's study is already archived under another patient "
+                    f"(study {parsed.study_id}); check PatientID and IssuerOfPatientID at the "
+                    "source."
+                )
+                hold(parsed, QuarantineReason.PATIENT_MISMATCH.value, message, parsed.instance_id)
+                self._note(summary, Outcome.QUARANTINED, parsed, "patient_mismatch", message)
+                continue
+            owners[parsed.study_id] = parsed.subject_id
+            seen[parsed.instance_id] = sha
+            to_publish.append((parsed.staged, instance_object_key(project, parsed.instance_id, sha)))
+            new.append(parsed)
+
+        self.store.publish(to_publish)
+        for staged in discard:
+            self.store.discard(staged)
+
+        subjects: dict[str, dict[str, Any]] = {}
+        studies: dict[str, dict[str, Any]] = {}
+        series: dict[str, dict[str, Any]] = {}
+        instances: list[dict[str, Any]] = []
+        for p in new:
+            values = p.values or {}
+            assert p.staged is not None
+            if p.subject_id not in subjects:
+                row = {c: values.get(c) for c in _SUBJECT_COLS}
+                row["patient_id"] = row["patient_id"] or ""
+                row["issuer_of_patient_id"] = row["issuer_of_patient_id"] or ""
+                subjects[p.subject_id] = {"id": p.subject_id, "project_id": project, **row}
+            if p.study_id not in studies:
+                studies[p.study_id] = {"id": p.study_id, "project_id": project,
+                                       "subject_id": p.subject_id,
+                                       **{c: values.get(c) for c in _STUDY_COLS}}
+            if p.series_id not in series:
+                series[p.series_id] = {"id": p.series_id, "project_id": project,
+                                       "study_id": p.study_id,
+                                       **{c: values.get(c) for c in _SERIES_COLS}}
+            instances.append({
+                "id": p.instance_id, "project_id": project, "study_id": p.study_id,
+                "series_id": p.series_id, **{c: values.get(c) for c in _INSTANCE_COLS},
+                "transfer_syntax_uid": p.transfer_syntax_uid, "size_bytes": p.size,
+                "sha256": p.staged.sha256,
+                "object_key": instance_object_key(project, p.instance_id, p.staged.sha256),
+                "metadata_json": p.metadata_json, "oddities": ",".join(p.oddities),
+            })
+
+        with self.sessions.begin() as session:
+            inserted = repo.add_instances(session, list(subjects.values()),
+                                          list(studies.values()), list(series.values()),
+                                          instances)
+            lost = [p for p in new if p.instance_id not in inserted]
+            if lost:
+                # A concurrent writer committed the same instances between our check and our
+                # insert: theirs stand; ours are duplicates, or conflicts kept in quarantine
+                # at the key we published them to.
+                theirs = repo.get_instance_checksums(session, (p.instance_id for p in lost))
+                for p in lost:
+                    assert p.staged is not None
+                    if theirs.get(p.instance_id) == p.staged.sha256:
+                        summary.add(Outcome.DUPLICATE)
+                        continue
+                    message = (
+                        "An instance with this SOPInstanceUID was archived with different "
+                        "bytes at the same time; the first is kept and this one is held in "
+                        f"quarantine (instance {p.instance_id})."
+                    )
+                    quarantine.append({
+                        "id": uuid.uuid4().hex, "project_id": project, "reason": "conflict",
+                        "message": message, "source": p.label, "size_bytes": p.size,
+                        "sha256": p.staged.sha256,
+                        "object_key": instance_object_key(project, p.instance_id,
+                                                          p.staged.sha256),
+                        "instance_id": p.instance_id,
+                    })
+                    self._note(summary, Outcome.CONFLICT, p, "conflict", message)
+            repo.add_quarantine(session, quarantine)
+            repo.add_changes(session, project, "stored", Level.INSTANCE.value,
+                             [r["id"] for r in instances if r["id"] in inserted])
+        for p in new:
+            if p.instance_id in inserted:
+                summary.add(Outcome.STORED, size=p.size)
+                report.stored_ids.append(p.instance_id)
+
+    def _note(self, summary: IngestSummary, outcome: Outcome, parsed: Parsed, reason: str,
+              message: str) -> None:
+        summary.add(outcome, reason=reason, source=parsed.label, message=message)
+        if len(summary.problems) > self.max_problems:
+            summary.problems.pop()
+
+
+def problem_as_parsed(problem: SourceProblem) -> Parsed:
+    from imagebank.domain.model import Rejection
+
+    return Parsed(problem.label, 0,
+                  rejection=Rejection(QuarantineReason(problem.reason), problem.message))
+
+
+def run_ingest(
+    sources: Iterable[Source | SourceProblem],
+    committer: Committer,
+    config: WorkerConfig,
+    *,
+    workers: int,
+    batch_size: int,
+    progress: Progress | None = None,
+    max_batch_seconds: float = 1.0,
+) -> IngestSummary:
+    """Parse ``sources`` in ``workers`` processes and commit them in batches."""
+    total = IngestSummary()
+    pending: list[Parsed] = []
+    last_commit = time.monotonic()
+
+    def flush() -> None:
+        nonlocal pending, last_commit
+        if not pending:
+            return
+        report = committer.commit(pending)
+        total.merge(report.summary)
+        report.summary = total
+        pending = []
+        last_commit = time.monotonic()
+        if progress is not None:
+            progress(report)
+
+    def accept(results: list[Parsed]) -> None:
+        pending.extend(results)
+        if len(pending) >= batch_size or time.monotonic() - last_commit > max_batch_seconds:
+            flush()
+
+    chunk = 8
+    if workers <= 1:
+        parser = Parser(config, committer.store)
+        for group in _grouped(sources, chunk):
+            accept([_as_parsed(item, parser) for item in group])
+        flush()
+        return total
+
+    window = workers * 4
+    with ProcessPoolExecutor(max_workers=workers, initializer=init_worker,
+                             initargs=(config,)) as pool:
+        inflight: list[Future[list[Parsed]]] = []
+        for group in _grouped(sources, chunk):
+            problems = [problem_as_parsed(i) for i in group if isinstance(i, SourceProblem)]
+            files = [i for i in group if isinstance(i, Source)]
+            if problems:
+                accept(problems)
+            if files:
+                inflight.append(pool.submit(parse_many, files))
+            while len(inflight) >= window:
+                # Results are taken in submission order, so batches follow the input order.
+                accept(inflight.pop(0).result())
+        for future in inflight:
+            accept(future.result())
+    flush()
+    return total
+
+
+def _as_parsed(item: Source | SourceProblem, parser: Parser) -> Parsed:
+    if isinstance(item, SourceProblem):
+        return problem_as_parsed(item)
+    return parser.parse_source(item)
+
+
+def _grouped(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    group: list[Any] = []
+    for item in items:
+        group.append(item)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group

@@ -1,0 +1,268 @@
+"""The archive: the use cases over one data folder (or database and store).
+
+``Archive.open()`` builds the settings, the index engine (upgrading its schema) and the object
+store; its methods are the use cases the CLI (and later the API) call. A method that writes
+owns its transaction; reads return plain dicts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from imagebank.domain.errors import ConflictError, InvalidInputError, NotFoundError, StorageError
+from imagebank.domain.ids import IdDeriver, is_valid_project_id, resource_object_key
+from imagebank.domain.model import IngestSummary, Level
+from imagebank.index import repo
+from imagebank.index.engine import make_engine, upgrade
+from imagebank.index.tables import Instance, Series, Study, Subject
+from imagebank.ingest.pipeline import Committer, Progress, run_ingest
+from imagebank.ingest.sources import Source, SourceProblem, iter_sources
+from imagebank.ingest.worker import Parser, WorkerConfig
+from imagebank.settings import Settings, load_settings
+from imagebank.storage.base import ObjectStore
+from imagebank.storage.factory import open_store
+
+
+class Archive:
+    """An imagebank archive: index + object store."""
+
+    def __init__(self, settings: Settings, engine: Engine, store: ObjectStore) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
+        with self.sessions.begin() as session:
+            self._id_key = repo.get_or_create_id_key(session)
+        self.ids = IdDeriver(self._id_key)
+
+    @classmethod
+    def open(cls, data: str | os.PathLike[str] | None = None, *,
+             settings: Settings | None = None, **overrides: Any) -> Archive:
+        """Open (creating if needed) the archive in ``data`` or as ``settings`` say."""
+        if settings is None:
+            if data is not None:
+                overrides["data"] = Path(data)
+            settings = load_settings(**overrides)
+        settings.data.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.effective_database_url)
+        upgrade(engine)
+        store = open_store(settings.effective_store, s3_endpoint_url=settings.s3_endpoint_url)
+        return cls(settings, engine, store)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- projects -------------------------------------------------------------------------
+    def create_project(self, project_id: str, name: str | None = None,
+                       description: str = "") -> dict[str, Any]:
+        if not is_valid_project_id(project_id):
+            raise InvalidInputError(
+                "A project ID is 1-63 characters of lowercase letters, digits, '-' and '_', "
+                "starting with a letter or digit."
+            )
+        with self.sessions.begin() as session:
+            if not repo.add_project(session, project_id, name or project_id, description):
+                raise ConflictError(f"Project {project_id!r} already exists.")
+            project = repo.get_project(session, project_id)
+        assert project is not None
+        return project
+
+    def ensure_project(self, project_id: str) -> dict[str, Any]:
+        with self.sessions.begin() as session:
+            project = repo.get_project(session, project_id)
+        if project is None:
+            raise NotFoundError(
+                f"No project {project_id!r}: create it with `imagebank project create "
+                f"{project_id}`."
+            )
+        return project
+
+    def projects(self) -> list[dict[str, Any]]:
+        with self.sessions.begin() as session:
+            return repo.list_projects(session)
+
+    # -- ingest ---------------------------------------------------------------------------
+    def _worker_config(self, project_id: str) -> WorkerConfig:
+        return WorkerConfig(
+            store_location=self.settings.effective_store,
+            s3_endpoint_url=self.settings.s3_endpoint_url,
+            id_key=self._id_key,
+            project_id=project_id,
+            max_size=self.settings.max_object_size,
+        )
+
+    def ingest(self, paths: Iterable[str | os.PathLike[str]], project: str, *,
+               progress: Progress | None = None, workers: int | None = None,
+               batch_size: int | None = None) -> IngestSummary:
+        """Ingest files, folders and zip archives into ``project``."""
+        self.ensure_project(project)
+        path_list = list(paths)
+        for path in path_list:
+            if not Path(path).exists():
+                raise InvalidInputError(f"Nothing to ingest at {path}: no such file or folder.")
+        committer = Committer(self.sessions, self.store, project)
+        return run_ingest(
+            iter_sources(path_list), committer, self._worker_config(project),
+            workers=workers or self.settings.workers,
+            batch_size=batch_size or self.settings.batch_size, progress=progress,
+        )
+
+    def ingest_bytes(self, items: Sequence[tuple[bytes, str]], project: str) -> IngestSummary:
+        """Ingest objects already in memory (uploads, C-STORE, STOW-RS): (bytes, label)."""
+        self.ensure_project(project)
+        parser = Parser(self._worker_config(project), self.store)
+        committer = Committer(self.sessions, self.store, project)
+        report = committer.commit([parser.parse_bytes(data, label) for data, label in items])
+        return report.summary
+
+    # -- reads ----------------------------------------------------------------------------
+    def studies(self, project: str | None = None, *, limit: int = 100, offset: int = 0,
+                **filters: Any) -> list[dict[str, Any]]:
+        """Studies (with patient attributes), newest first; filters as ``repo.study_query``."""
+        with self.sessions.begin() as session:
+            return repo.list_studies(session, [project] if project else None, limit=limit,
+                                     offset=offset, **filters)
+
+    def subjects(self, project: str, *, limit: int = 100, offset: int = 0
+                 ) -> list[dict[str, Any]]:
+        with self.sessions.begin() as session:
+            return repo.list_subjects(session, project, limit=limit, offset=offset)
+
+    def series(self, study_id: str) -> list[dict[str, Any]]:
+        with self.sessions.begin() as session:
+            return repo.list_series(session, study_id)
+
+    def instances(self, series_id: str, *, with_metadata: bool = False
+                  ) -> list[dict[str, Any]]:
+        with self.sessions.begin() as session:
+            return repo.list_instances(session, series_id, with_metadata=with_metadata)
+
+    def get(self, level: str, row_id: str) -> dict[str, Any]:
+        models = {"subject": Subject, "study": Study, "series": Series, "instance": Instance}
+        model = models.get(level)
+        if model is None:
+            raise InvalidInputError(f"Unknown level {level!r}.")
+        with self.sessions.begin() as session:
+            row = repo.get_level_row(session, model, row_id)
+        if row is None:
+            raise NotFoundError(f"No {level} {row_id}.")
+        return row
+
+    def find(self, uid: str) -> list[tuple[str, dict[str, Any]]]:
+        with self.sessions.begin() as session:
+            return repo.find_by_uid(session, uid)
+
+    def instance_bytes(self, instance_id: str) -> bytes:
+        row = self.get("instance", instance_id)
+        return self.store.get(row["object_key"])
+
+    def quarantine(self, project: str | None = None, *, limit: int = 100
+                   ) -> list[dict[str, Any]]:
+        with self.sessions.begin() as session:
+            return repo.list_quarantine(session, project, limit=limit)
+
+    def stats(self) -> dict[str, Any]:
+        with self.sessions.begin() as session:
+            counts = repo.count_rows(session)
+            counts["quarantine_reasons"] = repo.quarantine_reasons(session)
+        return counts
+
+    # -- resources ------------------------------------------------------------------------
+    def add_resource(self, project: str, level: str, parent_id: str, name: str, data: bytes,
+                     content_type: str = "application/octet-stream") -> dict[str, Any]:
+        """Attach a non-DICOM file (NIfTI, segmentation, report) to a project, subject,
+        study or series."""
+        import uuid
+
+        self.ensure_project(project)
+        if level == Level.PROJECT.value:
+            if parent_id != project:
+                raise InvalidInputError("A project-level resource's parent is the project.")
+        else:
+            parent = self.get(level, parent_id)
+            if parent.get("project_id") != project:
+                raise NotFoundError(f"No {level} {parent_id} in project {project!r}.")
+        safe_name = os.path.basename(name).strip() or "resource"
+        resource_id = uuid.uuid4().hex
+        key = resource_object_key(project, resource_id)
+        staged = self.store.put(key, data)
+        row = {"id": resource_id, "project_id": project, "level": level,
+               "parent_id": parent_id, "name": safe_name[:255], "content_type": content_type,
+               "size_bytes": staged.size, "sha256": staged.sha256, "object_key": key}
+        try:
+            with self.sessions.begin() as session:
+                repo.add_resource(session, row)
+                repo.add_changes(session, project, "stored", "resource", [resource_id])
+        except SQLAlchemyError as exc:
+            self.store.delete(key)
+            raise StorageError("The resource could not be indexed.") from exc
+        return row
+
+    def resources(self, project: str, level: str | None = None, parent_id: str | None = None
+                  ) -> list[dict[str, Any]]:
+        with self.sessions.begin() as session:
+            return repo.list_resources(session, project, level, parent_id)
+
+    # -- consistency ----------------------------------------------------------------------
+    def check(self, *, repair: bool = False, verify_checksums: bool = False,
+              staging_age: float = 3600.0) -> CheckReport:
+        from imagebank.services.check import check_archive
+
+        return check_archive(self, repair=repair, verify_checksums=verify_checksums,
+                             staging_age=staging_age)
+
+
+@dataclass(slots=True)
+class CheckReport:
+    """How the index and the store agree."""
+
+    instances_checked: int = 0
+    objects_seen: int = 0
+    missing_objects: list[str] = field(default_factory=list)
+    size_mismatches: list[str] = field(default_factory=list)
+    checksum_mismatches: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    stale_staging: int = 0
+    repaired_orphans: int = 0
+    removed_rows: int = 0
+    removed_objects: int = 0
+    repaired: bool = False
+
+    @property
+    def ok(self) -> bool:
+        if self.repaired:
+            return not (self.size_mismatches or self.checksum_mismatches)
+        return not (self.missing_objects or self.size_mismatches or self.checksum_mismatches
+                    or self.orphans)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "instances_checked": self.instances_checked,
+            "objects_seen": self.objects_seen,
+            "missing_objects": len(self.missing_objects),
+            "size_mismatches": len(self.size_mismatches),
+            "checksum_mismatches": len(self.checksum_mismatches),
+            "orphans": len(self.orphans),
+            "stale_staging_removed": self.stale_staging,
+            "repaired_orphans": self.repaired_orphans,
+            "removed_rows": self.removed_rows,
+            "removed_objects": self.removed_objects,
+        }
+
+
+__all__ = ["Archive", "CheckReport", "Source", "SourceProblem"]

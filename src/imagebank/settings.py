@@ -1,0 +1,80 @@
+"""One typed settings object, built at start-up from the environment (STYLE.md practice 9).
+
+Every setting is an ``IMAGEBANK_*`` environment variable; each is documented in the README
+(a test checks that). Unsafe or contradictory values are refused, not warned about.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imagebank.domain.errors import ConfigurationError
+
+DEFAULT_DATA_DIR = "imagebank-data"
+
+
+class Settings(BaseSettings):
+    """imagebank's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEBANK_", extra="ignore", frozen=True)
+
+    data: Path = Field(default=Path(DEFAULT_DATA_DIR),
+                       description="The data folder: the SQLite index and local objects.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the index; default SQLite in the data folder. "
+        "PostgreSQL: postgresql+psycopg://user:password@host/db",
+    )
+    store: str | None = Field(
+        default=None,
+        description="Where objects live: a folder (default DATA/objects) or s3://bucket/prefix.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible store (MinIO, Ceph, ...)."
+    )
+    max_object_size: int = Field(
+        default=4 * 1024**3, gt=0, description="Largest object accepted, in bytes."
+    )
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, le=256,
+        description="Processes that parse headers during an ingest.",
+    )
+    batch_size: int = Field(default=256, ge=1, le=100_000,
+                            description="Objects committed to the index per transaction.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("only sqlite:// and postgresql+psycopg:// databases are supported")
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data / 'index.sqlite3').resolve()}"
+
+    @property
+    def effective_store(self) -> str:
+        return self.store or str((self.data / "objects").resolve())
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning validation errors into a ConfigurationError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"IMAGEBANK_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigurationError(f"Invalid configuration: {problems}") from None

@@ -1,0 +1,60 @@
+"""In-memory object store, for unit tests of the code that uses a store."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
+
+from imagebank.domain.errors import NotFoundError
+from imagebank.storage.base import ObjectInfo, StagedObject, sha256_hex, validate_key
+
+
+class MemoryObjectStore:
+    location = "memory://"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.staged: dict[str, bytes] = {}
+
+    def stage(self, data: bytes) -> StagedObject:
+        token = uuid.uuid4().hex
+        self.staged[token] = bytes(data)
+        return StagedObject(token=token, sha256=sha256_hex(data), size=len(data))
+
+    def publish(self, items: Sequence[tuple[StagedObject, str]]) -> None:
+        for staged, key in items:
+            self.objects[validate_key(key)] = self.staged.pop(staged.token)
+
+    def discard(self, staged: StagedObject) -> None:
+        self.staged.pop(staged.token, None)
+
+    def put(self, key: str, data: bytes) -> StagedObject:
+        staged = self.stage(data)
+        self.publish([(staged, key)])
+        return staged
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.objects[key]
+        except KeyError as exc:
+            raise NotFoundError("The object is not in the store.") from exc
+
+    def open(self, key: str) -> BinaryIO:
+        return io.BytesIO(self.get(key))
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        data = self.objects.get(key)
+        return None if data is None else ObjectInfo(key=key, size=len(data))
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        yield from sorted(k for k in self.objects if k.startswith(prefix))
+
+    def discard_stale_staging(self, older_than_seconds: float = 3600.0) -> int:
+        count = len(self.staged)
+        self.staged.clear()
+        return count
