@@ -9,14 +9,25 @@ an executable preamble, a DICOMDIR.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import DeflatedExplicitVRLittleEndian, UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from imagebank.dicom.dicomjson import dataset_to_json
+from imagebank.dicom.part10 import (
+    Truncated,
+    check_deflated_complete,
+    check_elements_complete,
+    dataset_offset,
+    executable_preamble,
+    has_part10_magic,
+    preamble_oddity,
+)
 from imagebank.domain.model import (
     INDEXED_ATTRIBUTES,
     REQUIRED_UIDS,
@@ -24,15 +35,6 @@ from imagebank.domain.model import (
     QuarantineReason,
     Rejection,
     Scalar,
-)
-from imagebank.dicom.dicomjson import dataset_to_json
-from imagebank.dicom.part10 import (
-    Truncated,
-    check_deflated_complete,
-    check_elements_complete,
-    executable_preamble,
-    has_part10_magic,
-    preamble_oddity,
 )
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -94,23 +96,31 @@ def read_header(data: bytes, *, max_size: int | None = None) -> InstanceHeader |
         )
 
     try:
+        # The whole dataset is walked, header included: pydicom reads a value cut short by
+        # the end of the data without complaint, so a file cut inside its header would
+        # otherwise be archived with a damaged header and no pixel data.
+        start = dataset_offset(data)
         if ts == DeflatedExplicitVRLittleEndian:
-            check_deflated_complete(data, _dataset_offset(data))
+            check_deflated_complete(data, start)
         else:
+            little_endian = bool(ds.original_encoding[1])
             check_elements_complete(
-                data, stop, implicit_vr=bool(ds.original_encoding[0]),
-                little_endian=bool(ds.original_encoding[1]),
+                data, start, implicit_vr=bool(ds.original_encoding[0]),
+                little_endian=little_endian,
             )
+            if "Rows" in ds and "Columns" in ds and not _pixel_data_at(data, stop, little_endian):
+                # Cut at an element boundary between the image attributes and the pixels.
+                raise Truncated
     except Truncated:
         return Rejection(
             QuarantineReason.TRUNCATED,
-            f"The file is truncated: a data element runs past its end ({len(data):,} bytes). "
-            "Send or copy it again from the source.",
+            f"The file is truncated: a data element runs past its end, or the pixel data "
+            f"is missing ({len(data):,} bytes). Send or copy it again from the source.",
         )
 
     try:
         values, bad = extract_values(ds)
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+    except Exception as exc:  # noqa: BLE001 - untrusted input: any failure is a rejection
         return Rejection(
             QuarantineReason.UNREADABLE,
             f"The header's values cannot be decoded ({type(exc).__name__}).",
@@ -127,7 +137,7 @@ def read_header(data: bytes, *, max_size: int | None = None) -> InstanceHeader |
         values["sop_class_uid"] = str(meta.MediaStorageSOPClassUID)
     try:
         metadata = dataset_to_json(ds)
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+    except Exception:  # noqa: BLE001 - a value pydicom cannot decode must not stop the ingest
         metadata = {}
         oddities.append("json_failed")
     return InstanceHeader(
@@ -141,11 +151,18 @@ def read_header(data: bytes, *, max_size: int | None = None) -> InstanceHeader |
 _COLUMN = {a.keyword: a.column for a in INDEXED_ATTRIBUTES}
 
 
-def _dataset_offset(data: bytes) -> int:
-    """Offset of the dataset after the file meta group (its length is in (0002,0000))."""
-    # 128 preamble + 'DICM' + (0002,0000) UL element: tag(4) VR(2) len(2) value(4)
-    group_length = int.from_bytes(data[140:144], "little")
-    return 144 + group_length
+#: (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data.
+_PIXEL_TAGS = frozenset({(0x7FE0, 0x0008), (0x7FE0, 0x0009), (0x7FE0, 0x0010)})
+
+
+def _pixel_data_at(data: bytes, offset: int, little_endian: bool) -> bool:
+    """Whether a pixel data element starts at ``offset`` (where pydicom stopped reading)."""
+    if offset + 4 > len(data):
+        return False
+    order = "little" if little_endian else "big"
+    tag = (int.from_bytes(data[offset:offset + 2], order),
+           int.from_bytes(data[offset + 2:offset + 4], order))
+    return tag in _PIXEL_TAGS
 
 
 def extract_values(ds: Dataset) -> tuple[dict[str, Scalar], list[str]]:
@@ -153,14 +170,15 @@ def extract_values(ds: Dataset) -> tuple[dict[str, Scalar], list[str]]:
     values: dict[str, Scalar] = {}
     bad: list[str] = []
     for attribute in INDEXED_ATTRIBUTES:
-        element = ds.get(attribute.keyword)
-        raw: Any = None if element is None else element
-        if raw is None or raw == "":
-            values[attribute.column] = None
-            continue
         try:
+            # Values are decoded lazily: a malformed one (e.g. a US of odd length) raises here.
+            element = ds.get(attribute.keyword)
+            raw: Any = None if element is None else element
+            if raw is None or raw == "":
+                values[attribute.column] = None
+                continue
             values[attribute.column] = _convert(raw, attribute.kind)
-        except (ValueError, TypeError, OverflowError):
+        except Exception:  # noqa: BLE001 - untrusted input: a bad value is recorded, not fatal
             values[attribute.column] = None
             bad.append(attribute.keyword)
     for keyword in REQUIRED_UIDS:
@@ -183,7 +201,7 @@ def _convert(raw: Any, kind: str) -> Scalar:
         return int(raw)
     if kind == "float":
         value = float(raw)
-        if value != value:  # NaN
+        if math.isnan(value):
             raise ValueError("NaN")
         return value
     if isinstance(raw, UID):

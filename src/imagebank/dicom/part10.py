@@ -66,6 +66,39 @@ def preamble_oddity(data: bytes) -> str | None:
     return "nonzero_preamble"
 
 
+def dataset_offset(data: bytes) -> int:
+    """Offset of the dataset: the first element after the file meta group (0002,xxxx).
+
+    The meta group is always explicit VR little endian (PS3.10 7.1); it is walked element by
+    element rather than trusting (0002,0000), which some writers omit or get wrong. Raises
+    Truncated if the meta group itself runs past the end of the data.
+    """
+    pos, end = PREAMBLE_LENGTH + len(MAGIC), len(data)
+    while pos + 8 <= end:
+        if struct.unpack_from("<H", data, pos)[0] != 0x0002:
+            return pos
+        vr = data[pos + 4 : pos + 6]
+        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+            length = struct.unpack_from("<I", data, pos + 4)[0]  # implicit meta (seen in vendor files)
+            pos += 8
+        elif vr in _LONG_VRS:
+            if pos + 12 > end:
+                raise Truncated
+            length = struct.unpack_from("<I", data, pos + 8)[0]
+            pos += 12
+        else:
+            length = struct.unpack_from("<H", data, pos + 6)[0]
+            pos += 8
+        if length == _UNDEFINED:
+            raise Truncated
+        pos += length
+        if pos > end:
+            raise Truncated
+    if pos < end and data[pos:end].strip(b"\x00"):
+        raise Truncated
+    return end
+
+
 def check_elements_complete(data: bytes, offset: int, *, implicit_vr: bool,
                             little_endian: bool) -> None:
     """Walk data elements from ``offset`` to the end; raise Truncated if any is cut short."""
@@ -119,15 +152,14 @@ def _walk(buf: bytes, pos: int, end: int, implicit: bool, order: str, depth: int
             # in vendor files; pydicom reads them too).
             length = struct.unpack_from(u32, buf, pos + 4)[0]
             pos += 8
+        elif vr in _LONG_VRS:
+            if pos + 12 > end:
+                raise Truncated
+            length = struct.unpack_from(u32, buf, pos + 8)[0]
+            pos += 12
         else:
-            if vr in _LONG_VRS:
-                if pos + 12 > end:
-                    raise Truncated
-                length = struct.unpack_from(u32, buf, pos + 8)[0]
-                pos += 12
-            else:
-                length = struct.unpack_from(u16, buf, pos + 6)[0]
-                pos += 8
+            length = struct.unpack_from(u16, buf, pos + 6)[0]
+            pos += 8
         if length == _UNDEFINED:
             # A sequence, or encapsulated pixel data: items until the sequence delimiter.
             pos = _walk(buf, pos, end, implicit, order, depth + 1, _SEQ_END)

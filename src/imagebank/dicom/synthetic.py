@@ -13,8 +13,7 @@ from datetime import date, timedelta
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, UID, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 IMPLEMENTATION_UID = UID("1.2.826.0.1.3680043.10.1370.1")
 UID_ROOT = "1.2.826.0.1.3680043.10.1370.9."
@@ -92,7 +91,8 @@ def make_study(
             ds = Dataset()
             sop_class = CTImageStorage if spec.modality == "CT" else MRImageStorage
             ds.SpecificCharacterSet = "ISO_IR 100"
-            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+            ds.ImageType = (["ORIGINAL", "PRIMARY", "AXIAL"] if spec.modality == "CT"
+                            else ["ORIGINAL", "PRIMARY", "OTHER"])
             ds.SOPClassUID = sop_class
             ds.SOPInstanceUID = generate_uid(UID_ROOT, [seed, "sop", str(s_index), str(k)])
             ds.StudyDate = study_date
@@ -133,6 +133,11 @@ def make_study(
                 ds.EchoTime = 30
                 ds.FlipAngle = 90
                 ds.SequenceName = "*tse2d1_5"
+                ds.ScanningSequence = "SE"
+                ds.SequenceVariant = "NONE"
+                ds.ScanOptions = ""
+                ds.MRAcquisitionType = "2D"
+                ds.EchoTrainLength = 1
             ds.StudyInstanceUID = study_uid
             ds.SeriesInstanceUID = series_uid
             ds.StudyID = str(study_number + 1)
@@ -154,12 +159,12 @@ def make_study(
             ds.BitsStored = 12 if spec.modality == "CT" else 16
             ds.HighBit = ds.BitsStored - 1
             ds.PixelRepresentation = 0
-            ds.RescaleIntercept = -1024 if spec.modality == "CT" else 0
-            ds.RescaleSlope = 1
+            if spec.modality == "CT":
+                ds.RescaleIntercept = -1024
+                ds.RescaleSlope = 1
             ds.WindowCenter = 40
             ds.WindowWidth = 400
             ds.BurnedInAnnotation = "NO"
-            ds.ReferencedPerformedProcedureStepSequence = Sequence()
             for key, value in spec.extra.items():
                 setattr(ds, key, value)
             cache_key = (spec.rows, spec.columns, k % 16, 16)

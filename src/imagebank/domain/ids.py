@@ -65,7 +65,8 @@ def instance_object_key(project_id: str, instance_id: str, sha256: str) -> str:
     names. The checksum suffix makes publishing idempotent and never destructive: the same
     bytes land on the same key, different bytes for the same instance on another key.
     """
-    return f"{project_id}/dicom/{instance_id[:2]}/{instance_id[2:4]}/{instance_id}-{sha256[:16]}.dcm"
+    fanout = f"{instance_id[:2]}/{instance_id[2:4]}"
+    return f"{project_id}/dicom/{fanout}/{instance_id}-{sha256[:16]}.dcm"
 
 
 def quarantine_object_key(project_id: str, quarantine_id: str) -> str:

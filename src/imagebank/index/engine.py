@@ -30,7 +30,7 @@ def make_engine(url: str) -> Engine:
     """An engine for the index at ``url``; SQLite gets WAL and its pragmas."""
     try:
         parsed = make_url(url)
-    except Exception as exc:  # noqa: BLE001 - any malformed URL is a configuration error
+    except Exception as exc:
         raise ConfigurationError("IMAGEBANK_DATABASE_URL is not a valid database URL.") from exc
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

@@ -10,7 +10,7 @@ import secrets
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.orm import Session
@@ -29,6 +29,13 @@ from imagebank.index.tables import (
 )
 
 ID_KEY = "id_key"
+
+StudySelect = Select[Study, str | None, str | None, str | None, str | None, str | None]
+
+SUBJECTS = cast(Table, Subject.__table__)
+STUDIES = cast(Table, Study.__table__)
+SERIES = cast(Table, Series.__table__)
+INSTANCES = cast(Table, Instance.__table__)
 CHUNK = 500
 
 
@@ -38,10 +45,12 @@ def now() -> datetime:
 
 def _insert(session: Session, table: Table | type[Base]) -> Any:
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
 
 
 def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -70,7 +79,7 @@ def add_project(session: Session, project_id: str, name: str, description: str =
     stmt = _insert(session, Project).values(
         id=project_id, name=name, description=description, created_at=now()
     ).on_conflict_do_nothing()
-    return bool(session.execute(stmt).rowcount)
+    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 
 def get_project(session: Session, project_id: str) -> dict[str, Any] | None:
@@ -121,7 +130,7 @@ def get_instance_checksums(session: Session, instance_ids: Iterable[str]) -> dic
     for chunk in _chunks(ids):
         found.update(dict(session.execute(
             select(Instance.id, Instance.sha256).where(Instance.id.in_(chunk))
-        ).tuples().all()))
+        ).all()))
     return found
 
 
@@ -131,7 +140,7 @@ def get_study_subjects(session: Session, study_ids: Iterable[str]) -> dict[str, 
     for chunk in _chunks(ids):
         found.update(dict(session.execute(
             select(Study.id, Study.subject_id).where(Study.id.in_(chunk))
-        ).tuples().all()))
+        ).all()))
     return found
 
 
@@ -148,7 +157,7 @@ def add_instances(
     subjects grow by what was inserted, so they stay exact under concurrent writers.
     """
     stamp = now()
-    new_subjects = _insert_new(session, Subject, subjects, {"created_at": stamp, "num_studies": 0})
+    _insert_new(session, Subject, subjects, {"created_at": stamp, "num_studies": 0})
     new_studies = _insert_new(session, Study, studies, {
         "created_at": stamp, "updated_at": stamp, "num_series": 0, "num_instances": 0,
         "size_bytes": 0,
@@ -170,7 +179,7 @@ def add_instances(
             per_study[row["study_id"]][1] += row["size_bytes"]
     if per_series:
         session.execute(
-            update(Series.__table__).where(Series.id == _bind("sid")).values(
+            update(SERIES).where(Series.id == _bind("sid")).values(
                 num_instances=Series.num_instances + _bind("n"),
                 size_bytes=Series.size_bytes + _bind("s"),
             ),
@@ -178,7 +187,7 @@ def add_instances(
         )
     series_per_study = Counter(r["study_id"] for r in series if r["id"] in new_series)
     session.execute(
-        update(Study.__table__).where(Study.id == _bind("sid")).values(
+        update(STUDIES).where(Study.id == _bind("sid")).values(
             num_instances=Study.num_instances + _bind("n"),
             size_bytes=Study.size_bytes + _bind("s"),
             num_series=Study.num_series + _bind("ns"),
@@ -192,12 +201,11 @@ def add_instances(
     studies_per_subject = Counter(r["subject_id"] for r in studies if r["id"] in new_studies)
     if studies_per_subject:
         session.execute(
-            update(Subject.__table__).where(Subject.id == _bind("sid")).values(
+            update(SUBJECTS).where(Subject.id == _bind("sid")).values(
                 num_studies=Subject.num_studies + _bind("n"),
             ),
             [{"sid": k, "n": v} for k, v in studies_per_subject.items()],
         )
-    del new_subjects
     return inserted
 
 
@@ -211,7 +219,7 @@ def _insert_new(session: Session, model: type[Base], rows: Sequence[dict[str, An
                 defaults: dict[str, Any]) -> set[str]:
     if not rows:
         return set()
-    table = model.__table__
+    table = cast(Table, model.__table__)
     full = [{**defaults, **row} for row in rows]
     stmt = _insert(session, table).on_conflict_do_nothing().returning(table.c.id)
     inserted: set[str] = set()
@@ -231,7 +239,7 @@ def _refresh_modalities(session: Session, study_ids: Iterable[str]) -> None:
                 modalities[study_id].add(modality)
     if modalities:
         session.execute(
-            update(Study.__table__).where(Study.id == _bind("sid")).values(modalities_in_study=_bind("m"))
+            update(STUDIES).where(Study.id == _bind("sid")).values(modalities_in_study=_bind("m"))
             ,
             [{"sid": k, "m": "\\".join(sorted(v))} for k, v in modalities.items()],
         )
@@ -317,7 +325,7 @@ def study_query(
     modality: str | None = None,
     accession_number: str | None = None,
     study_instance_uid: str | None = None,
-) -> Select[Any]:
+) -> StudySelect:
     """A SELECT of studies (with their subject's patient attributes) matching the filters.
 
     Dates are DICOM DA strings (YYYYMMDD), compared as strings: a range is inclusive.
@@ -404,7 +412,7 @@ def find_by_uid(session: Session, uid: str) -> list[tuple[str, dict[str, Any]]]:
 
 def iter_instance_objects(session: Session, batch: int = 5000) -> Iterator[tuple[str, str, int]]:
     """(object_key, sha256, size) of every instance, in key order, streamed."""
-    last = ""
+    last: str = ""
     while True:
         rows = session.execute(
             select(Instance.object_key, Instance.sha256, Instance.size_bytes)
@@ -412,8 +420,7 @@ def iter_instance_objects(session: Session, batch: int = 5000) -> Iterator[tuple
         ).all()
         if not rows:
             return
-        for key, sha, size in rows:
-            yield key, sha, size
+        yield from ((key, sha, size) for key, sha, size in rows)
         last = rows[-1][0]
 
 
@@ -426,10 +433,11 @@ def instance_key_exists(session: Session, object_key: str) -> bool:
 def iter_other_object_keys(session: Session) -> Iterator[str]:
     for (key,) in session.execute(select(Resource.object_key)):
         yield key
-    for (key,) in session.execute(
+    for (qkey,) in session.execute(
         select(QuarantineItem.object_key).where(QuarantineItem.object_key.is_not(None))
     ):
-        yield key
+        if qkey:
+            yield qkey
 
 
 def delete_instance_rows(session: Session, object_keys: Sequence[str]) -> int:
@@ -441,7 +449,7 @@ def delete_instance_rows(session: Session, object_keys: Sequence[str]) -> int:
             .where(Instance.object_key.in_(chunk))
         ).all()
         for iid, series_id, study_id, size in rows:
-            session.execute(Instance.__table__.delete().where(Instance.id == iid))
+            session.execute(INSTANCES.delete().where(Instance.id == iid))
             session.execute(update(Series).where(Series.id == series_id).values(
                 num_instances=Series.num_instances - 1, size_bytes=Series.size_bytes - size))
             session.execute(update(Study).where(Study.id == study_id).values(

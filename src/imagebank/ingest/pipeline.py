@@ -140,7 +140,8 @@ class Committer:
                 continue
             owners[parsed.study_id] = parsed.subject_id
             seen[parsed.instance_id] = sha
-            to_publish.append((parsed.staged, instance_object_key(project, parsed.instance_id, sha)))
+            key = instance_object_key(project, parsed.instance_id, sha)
+            to_publish.append((parsed.staged, key))
             new.append(parsed)
 
         self.store.publish(to_publish)

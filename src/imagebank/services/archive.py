@@ -177,7 +177,7 @@ class Archive:
 
     def stats(self) -> dict[str, Any]:
         with self.sessions.begin() as session:
-            counts = repo.count_rows(session)
+            counts: dict[str, Any] = dict(repo.count_rows(session))
             counts["quarantine_reasons"] = repo.quarantine_reasons(session)
         return counts
 

@@ -20,7 +20,9 @@ def open_store(location: str, *, s3_endpoint_url: str | None = None,
             raise ConfigurationError(
                 "IMAGEBANK_STORE names no bucket: write it as s3://bucket/prefix."
             )
-        return S3ObjectStore(bucket, prefix.strip("/"), endpoint_url=s3_endpoint_url)
+        store: ObjectStore = S3ObjectStore(bucket, prefix.strip("/"),
+                                           endpoint_url=s3_endpoint_url)
+        return store
     if location.startswith("file://"):
         location = location[len("file://"):]
     if "://" in location:
