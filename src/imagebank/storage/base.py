@@ -67,11 +67,21 @@ def sha256_hex(data: bytes) -> str:
 
 
 def validate_key(key: str) -> str:
-    """Keys are relative, slash-separated, without '.' or '..' parts."""
+    """Keys are relative, slash-separated, without '.' or '..' parts, outside '.staging/'."""
     parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    if parts[0] == ".staging" or any(p in ("", ".", "..") for p in parts):
         raise ValueError("invalid object key")
     return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A key prefix: empty, or a relative path that may end in '/' or part of a name."""
+    if not prefix:
+        return prefix
+    parts = prefix.split("/")
+    if prefix.startswith("/") or any(p in (".", "..") for p in parts) or "" in parts[:-1]:
+        raise ValueError("invalid key prefix")
+    return prefix
 
 
 def put_via_stage(store: ObjectStore, key: str, data: bytes) -> StagedObject:

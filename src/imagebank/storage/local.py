@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import stat
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from imagebank.domain.errors import NotFoundError, StorageError
-from imagebank.storage.base import ObjectInfo, StagedObject, sha256_hex, validate_key
+from imagebank.storage.base import (
+    ObjectInfo,
+    StagedObject,
+    sha256_hex,
+    validate_key,
+    validate_prefix,
+)
 
 STAGING = ".staging"
 
@@ -116,39 +123,63 @@ class LocalObjectStore:
         return self.root / validate_key(key)
 
     def get(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError as exc:
-            raise NotFoundError("The object is not in the store.") from exc
+        with self.open(key) as handle:
+            try:
+                return handle.read()
+            except OSError as exc:
+                raise StorageError(f"Cannot read from the object store ({exc.strerror}).") from exc
 
     def open(self, key: str) -> BinaryIO:
+        path = self._path(key)
         try:
-            return open(self._path(key), "rb")
-        except FileNotFoundError as exc:
+            return open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise NotFoundError("The object is not in the store.") from exc
+        except OSError as exc:
+            raise StorageError(f"Cannot read from the object store ({exc.strerror}).") from exc
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
-            return ObjectInfo(key=key, size=self._path(key).stat().st_size)
-        except FileNotFoundError:
+            info = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise StorageError(f"Cannot read from the object store ({exc.strerror}).") from exc
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return ObjectInfo(key=key, size=info.st_size)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            message = f"The object store refused a removal ({exc.strerror})."
+            raise StorageError(message) from exc
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        start = self.root / prefix if prefix else self.root
-        base = len(str(self.root)) + 1
-        if not start.exists():
+        """Every published key starting with ``prefix``, in lexicographic order, streamed."""
+        validate_prefix(prefix)
+        folder = prefix.rpartition("/")[0]
+        start = self.root / folder if folder else self.root
+        if not start.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(start):
-            if dirpath == str(self.root):
-                dirnames[:] = [d for d in dirnames if d != STAGING]
-            dirnames.sort()
-            for name in sorted(filenames):
-                key = os.path.join(dirpath, name)[base:]
-                if key.startswith(prefix):
-                    yield key.replace(os.sep, "/")
+        yield from (k for k in self._walk(start, f"{folder}/" if folder else "")
+                    if k.startswith(prefix))
+
+    def _walk(self, folder: Path, base: str) -> Iterator[str]:
+        try:
+            with os.scandir(folder) as it:
+                entries = [(e.name + ("/" if e.is_dir(follow_symlinks=False) else ""), e)
+                           for e in it]
+        except FileNotFoundError:
+            return
+        for name, entry in sorted(entries, key=lambda item: item[0]):
+            if not base and name == STAGING + "/":
+                continue
+            if name.endswith("/"):
+                yield from self._walk(Path(entry.path), base + name)
+            else:
+                yield base + name
 
     def discard_stale_staging(self, older_than_seconds: float = 3600.0) -> int:
         cutoff = time.time() - older_than_seconds
