@@ -28,7 +28,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 contracts: venv
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 
 unit: venv
 	$(BIN)/pytest -n 2 --timeout 600 -q

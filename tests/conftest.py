@@ -113,8 +113,9 @@ def write_study(folder: Path, patient: int = 0, *, study_number: int = 0, slices
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     spec = SeriesSpec(modality=modality, slices=slices, rows=rows, columns=columns)
-    for i, ds in enumerate(make_study(SyntheticPatient.make(patient, issuer), study_number=study_number,
-                                      series=[spec])):
+    studies = make_study(SyntheticPatient.make(patient, issuer), study_number=study_number,
+                         series=[spec])
+    for i, ds in enumerate(studies):
         path = folder / f"p{patient}-s{study_number}-{i:04d}.dcm"
         path.write_bytes(to_bytes(ds))
         paths.append(path)

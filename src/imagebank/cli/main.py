@@ -15,10 +15,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from imagebank.cli.progress import IngestProgress, JsonlProgress
-from imagebank.domain.errors import ImagebankError, NotFoundError
+from imagebank.domain.errors import ImagebankError, InvalidInputError, NotFoundError
 from imagebank.services.archive import Archive
 
 app = typer.Typer(
@@ -75,7 +76,9 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], title: st
     for _, header in columns:
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(*["" if row.get(k) is None else str(row.get(k)) for k, _ in columns])
+        # Values (DICOM attributes, file names) are text, never Rich markup.
+        table.add_row(*["" if row.get(k) is None else escape(str(row.get(k)))
+                        for k, _ in columns])
     out.print(table)
 
 
@@ -128,12 +131,16 @@ def ingest(
     was quarantined or in conflict (everything else is still stored)."""
     archive = state.open()
     archive.ensure_project(project)
+    for path in paths:  # before the progress bar starts, so the error is all that is printed
+        if not path.exists():
+            raise InvalidInputError(f"Nothing to ingest at {path}: no such file or folder.")
     progress: IngestProgress | JsonlProgress
     progress = JsonlProgress(out) if jsonl else IngestProgress(err)
     with progress:
         summary = archive.ingest(paths, project, progress=progress.update, workers=workers)
     if jsonl:
-        out.print(json.dumps({"event": "summary", **summary.as_dict()}), highlight=False)
+        out.print(json.dumps({"event": "summary", **summary.as_dict()}), markup=False,
+                  highlight=False, soft_wrap=True)
     else:
         _print_summary(summary)
     raise typer.Exit(0 if summary.ok else 1)
@@ -151,7 +158,7 @@ def _print_summary(summary: Any) -> None:
         table.add_column("reason")
         table.add_column("what to do", overflow="fold")
         for source, reason, message in summary.problems[:50]:
-            table.add_row(source, reason, message)
+            table.add_row(escape(source), reason, escape(message))
         out.print(table)
         if len(summary.problems) > 50:
             out.print(f"… and {summary.total - summary.stored - summary.duplicates - 50} more; "
@@ -283,7 +290,7 @@ def show(
         table.add_column("value", overflow="fold")
         for key, value in row.items():
             if value not in (None, ""):
-                table.add_row(key, str(value))
+                table.add_row(key, escape(str(value)))
         out.print(table)
 
 
@@ -292,7 +299,7 @@ def stats(as_json: JsonOption = False) -> None:
     """Counts of everything in the archive."""
     counts = state.open().stats()
     if as_json:
-        out.print(json.dumps(counts), highlight=False)
+        out.print(json.dumps(counts), markup=False, highlight=False, soft_wrap=True)
         return
     for key, value in counts.items():
         out.print(f"{key:>12}: {value}")
@@ -312,7 +319,7 @@ def check(
     report = state.open().check(repair=repair, verify_checksums=verify_checksums,
                                 staging_age=staging_age)
     if as_json:
-        out.print(json.dumps(report.as_dict()), highlight=False)
+        out.print(json.dumps(report.as_dict()), markup=False, highlight=False, soft_wrap=True)
     else:
         for key, value in report.as_dict().items():
             out.print(f"{key:>24}: {value}")
@@ -355,7 +362,7 @@ def main() -> None:
     try:
         app()
     except ImagebankError as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: what was reported stored is safe; run `imagebank check`.")
@@ -364,8 +371,9 @@ def main() -> None:
         if os.environ.get("IMAGEBANK_DEBUG"):
             raise
         err.print(f"[red]internal error[/] ({type(exc).__name__}); set IMAGEBANK_DEBUG=1 to see "
-                  "the traceback.", highlight=False)
+                  "the traceback.", highlight=False, soft_wrap=True)
         sys.exit(3)
     finally:
         if state.archive is not None:
             state.archive.close()
+            state.archive = None  # main() can run again in the same process (tests, embedding)

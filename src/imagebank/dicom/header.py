@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import warnings
 from typing import Any
 
 import pydicom
+import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
@@ -40,8 +42,27 @@ from imagebank.domain.model import (
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
+# Tolerant on read, and quiet: pydicom's validation warnings quote the offending values, which
+# are patient data. Oddities are recorded on the instance instead (``oddities``).
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+
 def read_header(data: bytes, *, max_size: int | None = None) -> InstanceHeader | Rejection:
-    """Parse and validate one received object (PS3.10 file) from its bytes."""
+    """Parse and validate one received object (PS3.10 file) from its bytes.
+
+    No warning escapes (they may quote patient data); any is recorded as an oddity.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _read_header(data, max_size)
+    if caught and isinstance(result, InstanceHeader) and "read_warnings" not in result.oddities:
+        return InstanceHeader(values=result.values, metadata=result.metadata,
+                              transfer_syntax_uid=result.transfer_syntax_uid,
+                              oddities=(*result.oddities, "read_warnings"))
+    return result
+
+
+def _read_header(data: bytes, max_size: int | None) -> InstanceHeader | Rejection:
     if not data:
         return Rejection(QuarantineReason.EMPTY, "The file is empty (0 bytes).")
     if max_size is not None and len(data) > max_size:
@@ -72,11 +93,7 @@ def read_header(data: bytes, *, max_size: int | None = None) -> InstanceHeader |
 
     fp = io.BytesIO(data)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
-        if caught:
-            oddities.append("read_warnings")
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
     except (InvalidDicomError, Exception) as exc:  # noqa: BLE001 - untrusted input: any failure is a rejection
         return Rejection(
             QuarantineReason.UNREADABLE,
@@ -108,7 +125,7 @@ def read_header(data: bytes, *, max_size: int | None = None) -> InstanceHeader |
                 data, start, implicit_vr=bool(ds.original_encoding[0]),
                 little_endian=little_endian,
             )
-            if "Rows" in ds and "Columns" in ds and not _pixel_data_at(data, stop, little_endian):
+            if ("Rows" in ds or "Columns" in ds) and not _pixel_data_at(data, stop, little_endian):
                 # Cut at an element boundary between the image attributes and the pixels.
                 raise Truncated
     except Truncated:
@@ -159,9 +176,7 @@ def _pixel_data_at(data: bytes, offset: int, little_endian: bool) -> bool:
     """Whether a pixel data element starts at ``offset`` (where pydicom stopped reading)."""
     if offset + 4 > len(data):
         return False
-    order = "little" if little_endian else "big"
-    tag = (int.from_bytes(data[offset:offset + 2], order),
-           int.from_bytes(data[offset + 2:offset + 4], order))
+    tag = struct.unpack_from("<HH" if little_endian else ">HH", data, offset)
     return tag in _PIXEL_TAGS
 
 

@@ -74,12 +74,19 @@ def dataset_offset(data: bytes) -> int:
     Truncated if the meta group itself runs past the end of the data.
     """
     pos, end = PREAMBLE_LENGTH + len(MAGIC), len(data)
+    if pos >= end:
+        raise Truncated
+    declared_end = None
+    if data[pos : pos + 6] == b"\x02\x00\x00\x00UL" and pos + 12 <= end:
+        # (0002,0000) File Meta Information Group Length: the meta group's declared size.
+        declared_end = pos + 12 + struct.unpack_from("<I", data, pos + 8)[0]
     while pos + 8 <= end:
         if struct.unpack_from("<H", data, pos)[0] != 0x0002:
             return pos
         vr = data[pos + 4 : pos + 6]
         if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
-            length = struct.unpack_from("<I", data, pos + 4)[0]  # implicit meta (seen in vendor files)
+            # Meta written in implicit VR (seen in vendor files).
+            length = struct.unpack_from("<I", data, pos + 4)[0]
             pos += 8
         elif vr in _LONG_VRS:
             if pos + 12 > end:
@@ -94,7 +101,9 @@ def dataset_offset(data: bytes) -> int:
         pos += length
         if pos > end:
             raise Truncated
-    if pos < end and data[pos:end].strip(b"\x00"):
+    if (pos < end and data[pos:end].strip(b"\x00")) or (
+        declared_end is not None and end < declared_end
+    ):
         raise Truncated
     return end
 

@@ -150,24 +150,40 @@ def add_instances(
     studies: Sequence[dict[str, Any]],
     series: Sequence[dict[str, Any]],
     instances: Sequence[dict[str, Any]],
-) -> set[str]:
-    """Insert a batch of the hierarchy; return the IDs of the instances actually inserted.
+) -> tuple[set[str], set[str]]:
+    """Insert a batch of the hierarchy.
 
-    Parents are inserted if absent (first values win). Counters of series, studies and
-    subjects grow by what was inserted, so they stay exact under concurrent writers.
+    Returns the IDs of the instances actually inserted, and of those not inserted because
+    their study belongs to another subject (a concurrent writer created it first for another
+    patient). Parents are inserted if absent (first values win). Counters of series, studies
+    and subjects grow by what was inserted, so they stay exact under concurrent writers.
     """
     stamp = now()
+    # Rows are written in one global order (table by table, by ID) by every writer, so that
+    # concurrent ingests of overlapping batches wait for each other's row locks instead of
+    # deadlocking (PostgreSQL aborts one of two transactions that lock in opposite orders).
+    subjects, studies, series, instances = (
+        sorted(rows, key=_row_id) for rows in (subjects, studies, series, instances)
+    )
     _insert_new(session, Subject, subjects, {"created_at": stamp, "num_studies": 0})
     new_studies = _insert_new(session, Study, studies, {
         "created_at": stamp, "updated_at": stamp, "num_series": 0, "num_instances": 0,
         "size_bytes": 0,
     })
+    wanted_owner = {row["id"]: row["subject_id"] for row in studies}
+    owners = get_study_subjects(session, wanted_owner)
+    foreign = {sid for sid, owner in owners.items() if owner != wanted_owner[sid]}
+    mismatched: set[str] = set()
+    if foreign:
+        mismatched = {r["id"] for r in instances if r["study_id"] in foreign}
+        series = [r for r in series if r["study_id"] not in foreign]
+        instances = [r for r in instances if r["study_id"] not in foreign]
     new_series = _insert_new(session, Series, series, {
         "created_at": stamp, "num_instances": 0, "size_bytes": 0,
     })
     inserted = _insert_new(session, Instance, instances, {"created_at": stamp})
     if not inserted:
-        return set()
+        return set(), mismatched
 
     per_series: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     per_study: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -183,7 +199,7 @@ def add_instances(
                 num_instances=Series.num_instances + _bind("n"),
                 size_bytes=Series.size_bytes + _bind("s"),
             ),
-            [{"sid": k, "n": v[0], "s": v[1]} for k, v in per_series.items()],
+            [{"sid": k, "n": v[0], "s": v[1]} for k, v in sorted(per_series.items())],
         )
     series_per_study = Counter(r["study_id"] for r in series if r["id"] in new_series)
     session.execute(
@@ -194,7 +210,7 @@ def add_instances(
             updated_at=stamp,
         ),
         [{"sid": k, "n": v[0], "s": v[1], "ns": series_per_study.get(k, 0)}
-         for k, v in per_study.items()],
+         for k, v in sorted(per_study.items())],
     )
     if new_series:
         _refresh_modalities(session, series_per_study.keys())
@@ -204,9 +220,13 @@ def add_instances(
             update(SUBJECTS).where(Subject.id == _bind("sid")).values(
                 num_studies=Subject.num_studies + _bind("n"),
             ),
-            [{"sid": k, "n": v} for k, v in studies_per_subject.items()],
+            [{"sid": k, "n": v} for k, v in sorted(studies_per_subject.items())],
         )
-    return inserted
+    return inserted, mismatched
+
+
+def _row_id(row: dict[str, Any]) -> str:
+    return str(row["id"])
 
 
 def _bind(name: str) -> Any:
@@ -241,7 +261,7 @@ def _refresh_modalities(session: Session, study_ids: Iterable[str]) -> None:
         session.execute(
             update(STUDIES).where(Study.id == _bind("sid")).values(modalities_in_study=_bind("m"))
             ,
-            [{"sid": k, "m": "\\".join(sorted(v))} for k, v in modalities.items()],
+            [{"sid": k, "m": "\\".join(sorted(v))} for k, v in sorted(modalities.items())],
         )
 
 
@@ -455,4 +475,32 @@ def delete_instance_rows(session: Session, object_keys: Sequence[str]) -> int:
             session.execute(update(Study).where(Study.id == study_id).values(
                 num_instances=Study.num_instances - 1, size_bytes=Study.size_bytes - size))
             removed += 1
+    prune_empty(session)
     return removed
+
+
+def prune_empty(session: Session) -> None:
+    """Remove series, studies and subjects left without instances, fixing parent counters."""
+    empty_series = session.execute(
+        select(Series.id, Series.study_id).where(
+            ~select(Instance.id).where(Instance.series_id == Series.id).exists()
+        )
+    ).all()
+    for series_id, study_id in empty_series:
+        session.execute(SERIES.delete().where(Series.id == series_id))
+        session.execute(update(STUDIES).where(Study.id == study_id).values(
+            num_series=Study.num_series - 1))
+    if empty_series:
+        _refresh_modalities(session, {study_id for _, study_id in empty_series})
+    empty_studies = session.execute(
+        select(Study.id, Study.subject_id).where(
+            ~select(Series.id).where(Series.study_id == Study.id).exists()
+        )
+    ).all()
+    for study_id, subject_id in empty_studies:
+        session.execute(STUDIES.delete().where(Study.id == study_id))
+        session.execute(update(SUBJECTS).where(Subject.id == subject_id).values(
+            num_studies=Subject.num_studies - 1))
+    session.execute(SUBJECTS.delete().where(
+        ~select(Study.id).where(Study.subject_id == Subject.id).exists()
+    ))

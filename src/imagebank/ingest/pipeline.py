@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -178,10 +179,21 @@ class Committer:
             })
 
         with self.sessions.begin() as session:
-            inserted = repo.add_instances(session, list(subjects.values()),
-                                          list(studies.values()), list(series.values()),
-                                          instances)
-            lost = [p for p in new if p.instance_id not in inserted]
+            inserted, mismatched = repo.add_instances(
+                session, list(subjects.values()), list(studies.values()),
+                list(series.values()), instances)
+            for p in new:
+                if p.instance_id in mismatched:
+                    assert p.staged is not None
+                    message = (
+                        "This instance's study was archived under another patient at the same "
+                        f"time (study {p.study_id}); check PatientID and IssuerOfPatientID at "
+                        "the source."
+                    )
+                    quarantine.append(self._held_in_place(p, "patient_mismatch", message))
+                    self._note(summary, Outcome.QUARANTINED, p, "patient_mismatch", message)
+            lost = [p for p in new if p.instance_id not in inserted
+                    and p.instance_id not in mismatched]
             if lost:
                 # A concurrent writer committed the same instances between our check and our
                 # insert: theirs stand; ours are duplicates, or conflicts kept in quarantine
@@ -197,14 +209,7 @@ class Committer:
                         "bytes at the same time; the first is kept and this one is held in "
                         f"quarantine (instance {p.instance_id})."
                     )
-                    quarantine.append({
-                        "id": uuid.uuid4().hex, "project_id": project, "reason": "conflict",
-                        "message": message, "source": p.label, "size_bytes": p.size,
-                        "sha256": p.staged.sha256,
-                        "object_key": instance_object_key(project, p.instance_id,
-                                                          p.staged.sha256),
-                        "instance_id": p.instance_id,
-                    })
+                    quarantine.append(self._held_in_place(p, "conflict", message))
                     self._note(summary, Outcome.CONFLICT, p, "conflict", message)
             repo.add_quarantine(session, quarantine)
             repo.add_changes(session, project, "stored", Level.INSTANCE.value,
@@ -213,6 +218,17 @@ class Committer:
             if p.instance_id in inserted:
                 summary.add(Outcome.STORED, size=p.size)
                 report.stored_ids.append(p.instance_id)
+
+    def _held_in_place(self, p: Parsed, reason: str, message: str) -> dict[str, Any]:
+        """A quarantine row for bytes already published at their instance key."""
+        assert p.staged is not None
+        return {
+            "id": uuid.uuid4().hex, "project_id": self.project_id, "reason": reason,
+            "message": message, "source": p.label, "size_bytes": p.size,
+            "sha256": p.staged.sha256,
+            "object_key": instance_object_key(self.project_id, p.instance_id, p.staged.sha256),
+            "instance_id": p.instance_id,
+        }
 
     def _note(self, summary: IngestSummary, outcome: Outcome, parsed: Parsed, reason: str,
               message: str) -> None:
@@ -268,10 +284,13 @@ def run_ingest(
         flush()
         return total
 
-    window = workers * 4
+    # Work queued ahead: two batches' worth, so that the workers keep parsing while this
+    # process commits a batch (its syncfs and index fsync take a good part of a second for a
+    # batch of CT images). Results are small (no pixel data), so memory stays flat.
+    window = max(workers * 4, -(-2 * batch_size // chunk))
     with ProcessPoolExecutor(max_workers=workers, initializer=init_worker,
                              initargs=(config,)) as pool:
-        inflight: list[Future[list[Parsed]]] = []
+        inflight: deque[Future[list[Parsed]]] = deque()
         for group in _grouped(sources, chunk):
             problems = [problem_as_parsed(i) for i in group if isinstance(i, SourceProblem)]
             files = [i for i in group if isinstance(i, Source)]
@@ -281,9 +300,9 @@ def run_ingest(
                 inflight.append(pool.submit(parse_many, files))
             while len(inflight) >= window:
                 # Results are taken in submission order, so batches follow the input order.
-                accept(inflight.pop(0).result())
-        for future in inflight:
-            accept(future.result())
+                accept(inflight.popleft().result())
+        while inflight:
+            accept(inflight.popleft().result())
     flush()
     return total
 

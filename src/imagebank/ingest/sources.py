@@ -71,6 +71,12 @@ def _walk(root: Path) -> Iterator[Source | SourceProblem]:
                     subfolders.append(entry.path)
                 elif entry.is_file():
                     yield from _file(Path(entry.path), size=entry.stat().st_size)
+                else:
+                    # Nothing is skipped silently: a link to a folder (not followed, to avoid
+                    # loops), a broken link, a device or a pipe is reported.
+                    yield SourceProblem(entry.path, "unreadable_source",
+                                        "Not a regular file or folder (a link to a folder, a "
+                                        "broken link, a device or a pipe); it was not read.")
             except OSError as exc:
                 yield SourceProblem(entry.path, "unreadable_source",
                                     f"The file cannot be read ({exc.strerror}).")

@@ -17,7 +17,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from imagebank.domain.errors import ConflictError, InvalidInputError, NotFoundError, StorageError
+from imagebank.domain.errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    StorageError,
+)
 from imagebank.domain.ids import IdDeriver, is_valid_project_id, resource_object_key
 from imagebank.domain.model import IngestSummary, Level
 from imagebank.index import repo
@@ -51,7 +57,13 @@ class Archive:
             if data is not None:
                 overrides["data"] = Path(data)
             settings = load_settings(**overrides)
-        settings.data.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.data.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"The data folder {settings.data} cannot be used ({exc.strerror}); set --data "
+                "or IMAGEBANK_DATA to a folder."
+            ) from exc
         engine = make_engine(settings.effective_database_url)
         upgrade(engine)
         store = open_store(settings.effective_store, s3_endpoint_url=settings.s3_endpoint_url)
