@@ -177,3 +177,9 @@ def test_repair_removes_series_studies_and_subjects_left_empty(filled: Archive) 
     assert [s["id"] for s in filled.studies("p")] != [] and study["id"] not in {
         s["id"] for s in filled.studies("p")}
     assert filled.check().ok
+
+
+def test_check_reports_progress_of_both_phases(filled: Archive) -> None:
+    seen: list[tuple[str, int]] = []
+    assert filled.check(progress=lambda phase, done: seen.append((phase, done))).ok
+    assert ("index", 1) in seen and ("store", 1) in seen

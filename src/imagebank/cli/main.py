@@ -316,8 +316,19 @@ def check(
     as_json: JsonOption = False,
 ) -> None:
     """Verify the index and the object store against each other. Exit 0 when they agree."""
-    report = state.open().check(repair=repair, verify_checksums=verify_checksums,
-                                staging_age=staging_age)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    archive = state.open()
+    with Progress(SpinnerColumn(), TextColumn("[bold]check[/] {task.description}"),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("index")
+
+        def show(phase: str, done: int) -> None:
+            what = "index rows" if phase == "index" else "stored objects"
+            bar.update(task, description=f"{done:,} {what}")
+
+        report = archive.check(repair=repair, verify_checksums=verify_checksums,
+                               staging_age=staging_age, progress=show)
     if as_json:
         out.print(json.dumps(report.as_dict()), markup=False, highlight=False, soft_wrap=True)
     else:

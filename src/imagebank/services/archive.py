@@ -8,7 +8,7 @@ owns its transaction; reads return plain dicts.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,11 +231,13 @@ class Archive:
 
     # -- consistency ----------------------------------------------------------------------
     def check(self, *, repair: bool = False, verify_checksums: bool = False,
-              staging_age: float = 3600.0) -> CheckReport:
+              staging_age: float = 3600.0,
+              progress: Callable[[str, int], None] | None = None) -> CheckReport:
+        """Verify the index and the store against each other (see services.check)."""
         from imagebank.services.check import check_archive
 
         return check_archive(self, repair=repair, verify_checksums=verify_checksums,
-                             staging_age=staging_age)
+                             staging_age=staging_age, progress=progress)
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ out duplicates), and rows whose object is gone are removed so the index tells th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from imagebank.domain.ids import parse_instance_object_key
@@ -20,9 +21,17 @@ if TYPE_CHECKING:
     from imagebank.services.archive import Archive, CheckReport
 
 
+CheckProgress = Callable[[str, int], None]
+
+
 def check_archive(archive: Archive, *, repair: bool, verify_checksums: bool,
-                  staging_age: float) -> CheckReport:
+                  staging_age: float, progress: CheckProgress | None = None) -> CheckReport:
+    """Verify; ``progress(phase, done)`` is called at the first and every 1,000th object."""
     from imagebank.services.archive import CheckReport
+
+    def tick(phase: str, done: int) -> None:
+        if progress is not None and (done == 1 or done % 1000 == 0):
+            progress(phase, done)
 
     report = CheckReport(repaired=repair)
     store = archive.store
@@ -33,6 +42,7 @@ def check_archive(archive: Archive, *, repair: bool, verify_checksums: bool,
     with archive.sessions.begin() as session:
         for key, sha, size in repo.iter_instance_objects(session):
             report.instances_checked += 1
+            tick("index", report.instances_checked)
             indexed.add(key)
             info = store.stat(key)
             if info is None:
@@ -45,6 +55,7 @@ def check_archive(archive: Archive, *, repair: bool, verify_checksums: bool,
 
     for key in store.keys():
         report.objects_seen += 1
+        tick("store", report.objects_seen)
         if key not in indexed:
             report.orphans.append(key)
 
