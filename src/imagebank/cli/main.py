@@ -364,7 +364,10 @@ def demo(
     archive = state.open()
     with IngestProgress(err) as progress:
         summary = build_demo(archive, studies=studies, shared=shared, progress=progress.update)
-    out.print(f"Demo archive in {archive.settings.data}: {summary}")
+    out.print(f"Demo archive in [bold]{escape(str(archive.settings.data))}[/]:")
+    for project_id, counts in summary.items():
+        out.print(f"  {project_id}: {counts['stored']} stored, {counts['duplicates']} already "
+                  f"there, {counts['quarantined'] + counts['conflicts']} not stored")
     _list_projects(False)
 
 
