@@ -71,7 +71,7 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _new_pg_database(server_url: str) -> str:
+def new_pg_database(server_url: str) -> str:
     name = f"t_{uuid.uuid4().hex[:12]}"
     engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
@@ -85,7 +85,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs twice: on SQLite and on a real PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'index.sqlite3'}"
-    return _new_pg_database(request.getfixturevalue("postgres_url"))
+    return new_pg_database(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

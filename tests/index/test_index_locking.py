@@ -47,7 +47,8 @@ def _wait_until_blocked(archive: Archive, seconds: float = 10.0) -> None:
     raise AssertionError("the second writer never waited for the first")
 
 
-def test_overlapping_batches_in_opposite_orders_do_not_deadlock(archive: Archive) -> None:
+def _seed_one_series(archive: Archive) -> dict[str, Any]:
+    """Project "p" with one ingested instance; return its series row."""
     archive.create_project("p")
     ds = next(make_study(SyntheticPatient.make(1), series=[SeriesSpec(slices=1, rows=32,
                                                                       columns=32)]))
@@ -55,6 +56,11 @@ def test_overlapping_batches_in_opposite_orders_do_not_deadlock(archive: Archive
     with archive.sessions.begin() as session:
         series = repo.get_level_row(session, Series, session.scalar(select(Series.id)))
     assert series is not None
+    return series
+
+
+def test_overlapping_batches_in_opposite_orders_do_not_deadlock(archive: Archive) -> None:
+    series = _seed_one_series(archive)
     low, high = _instance_row(LOW, series), _instance_row(HIGH, series)
 
     errors: list[BaseException] = []
@@ -99,13 +105,8 @@ def test_overlapping_batches_in_opposite_orders_do_not_deadlock(archive: Archive
 def test_a_study_created_concurrently_for_another_patient_is_refused(archive: Archive) -> None:
     """Two writers race to create one study for two patients: the loser's instances are
     reported as mismatched and not inserted under the winner's subject."""
-    archive.create_project("p")
-    ds = next(make_study(SyntheticPatient.make(1), series=[SeriesSpec(slices=1, rows=32,
-                                                                      columns=32)]))
-    assert archive.ingest_bytes([(to_bytes(ds), "seed")], "p").stored == 1
+    series = _seed_one_series(archive)
     with archive.sessions.begin() as session:
-        series = repo.get_level_row(session, Series, session.scalar(select(Series.id)))
-        assert series is not None
         study = repo.get_study_subjects(session, [series["study_id"]])
     other_subject = {"id": "a" * 32, "project_id": "p", "patient_id": "OTHER",
                      "issuer_of_patient_id": ""}

@@ -18,14 +18,13 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
+from conftest import new_pg_database
 from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
 from imagebank.services.archive import Archive
 
@@ -64,13 +63,7 @@ def crash_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'data' / 'index.sqlite3'}"
-    server = request.getfixturevalue("postgres_url")
-    name = f"crash_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(server, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return server.rsplit("/", 1)[0] + f"/{name}"
+    return new_pg_database(request.getfixturevalue("postgres_url"))
 
 
 def _env(tmp_path: Path, database_url: str) -> dict[str, str]:

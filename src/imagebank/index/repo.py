@@ -124,24 +124,20 @@ def list_projects(session: Session) -> list[dict[str, Any]]:
 
 
 # -- ingest writes ------------------------------------------------------------------------
-def get_instance_checksums(session: Session, instance_ids: Iterable[str]) -> dict[str, str]:
-    ids = list(set(instance_ids))
+def _id_map(session: Session, key: Any, value: Any, ids: Iterable[str]) -> dict[str, str]:
+    """{key: value} for the rows whose ``key`` column is in ``ids`` (queried in chunks)."""
     found: dict[str, str] = {}
-    for chunk in _chunks(ids):
-        found.update(dict(session.execute(
-            select(Instance.id, Instance.sha256).where(Instance.id.in_(chunk))
-        ).all()))
+    for chunk in _chunks(list(set(ids))):
+        found.update(dict(session.execute(select(key, value).where(key.in_(chunk))).all()))
     return found
+
+
+def get_instance_checksums(session: Session, instance_ids: Iterable[str]) -> dict[str, str]:
+    return _id_map(session, Instance.id, Instance.sha256, instance_ids)
 
 
 def get_study_subjects(session: Session, study_ids: Iterable[str]) -> dict[str, str]:
-    ids = list(set(study_ids))
-    found: dict[str, str] = {}
-    for chunk in _chunks(ids):
-        found.update(dict(session.execute(
-            select(Study.id, Study.subject_id).where(Study.id.in_(chunk))
-        ).all()))
-    return found
+    return _id_map(session, Study.id, Study.subject_id, study_ids)
 
 
 def add_instances(
