@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy import Select, Table, func, select, text, update
 from sqlalchemy.orm import Session
 
 from imagebank.index.tables import (
@@ -296,6 +296,19 @@ def list_resources(session: Session, project_id: str, level: str | None = None,
     return [_row(r) for r in session.scalars(stmt.order_by(Resource.created_at, Resource.id))]
 
 
+def optimize(session: Session) -> None:
+    """Refresh the query planner's statistics (cheap: SQLite samples each index).
+
+    Without them SQLite guesses that ``project_id = ?`` is selective and walks a big project's
+    studies in date order to find one patient's (100 ms at 1,000,000 instances instead of 1).
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("PRAGMA analysis_limit=1000"))
+        session.execute(text("ANALYZE"))
+    else:
+        session.execute(text("ANALYZE"))
+
+
 # -- reads --------------------------------------------------------------------------------
 def count_rows(session: Session) -> dict[str, int]:
     counts = {}
@@ -357,7 +370,11 @@ def study_query(
     if project_ids is not None:
         stmt = stmt.where(Study.project_id.in_(list(project_ids)))
     if patient_id is not None:
-        stmt = stmt.where(Subject.patient_id == patient_id)
+        # Through the subjects' PatientID index first: without statistics, SQLite would
+        # otherwise walk the studies in date order and test each one's subject.
+        stmt = stmt.where(Study.subject_id.in_(
+            select(Subject.id).where(Subject.patient_id == patient_id)
+        ))
     if subject_id is not None:
         stmt = stmt.where(Study.subject_id == subject_id)
     if study_date_from is not None:

@@ -127,11 +127,19 @@ class Archive:
             if not Path(path).exists():
                 raise InvalidInputError(f"Nothing to ingest at {path}: no such file or folder.")
         committer = Committer(self.sessions, self.store, project)
-        return run_ingest(
+        summary = run_ingest(
             iter_sources(path_list), committer, self._worker_config(project),
             workers=workers or self.settings.workers,
             batch_size=batch_size or self.settings.batch_size, progress=progress,
         )
+        if summary.stored:
+            self.optimize()
+        return summary
+
+    def optimize(self) -> None:
+        """Refresh the index's query statistics (done after every ingest that stored)."""
+        with self.sessions.begin() as session:
+            repo.optimize(session)
 
     def ingest_bytes(self, items: Sequence[tuple[bytes, str]], project: str) -> IngestSummary:
         """Ingest objects already in memory (uploads, C-STORE, STOW-RS): (bytes, label)."""
