@@ -168,6 +168,9 @@ def test_damaged_zip_and_damaged_member(archive: Archive, project: str, tmp_path
     rows = {r["reason"]: r for r in archive.quarantine(project)}
     assert set(rows) == {"bad_archive", "unreadable_source"}
     assert rows["bad_archive"]["source"] == str(root / "bad.zip")
+    # The damaged archive's bytes are kept, as received, in quarantine.
+    kept = archive.store.get(rows["bad_archive"]["object_key"])
+    assert kept == (root / "bad.zip").read_bytes()
     assert rows["unreadable_source"]["source"] == f"{member_zip}!damaged.dcm"
     assert len(good) == 2
 

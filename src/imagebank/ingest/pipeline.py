@@ -37,7 +37,14 @@ from imagebank.domain.model import (
 )
 from imagebank.index import repo
 from imagebank.ingest.sources import Source, SourceProblem
-from imagebank.ingest.worker import Parsed, Parser, WorkerConfig, init_worker, parse_many
+from imagebank.ingest.worker import (
+    Parsed,
+    Parser,
+    WorkerConfig,
+    init_worker,
+    parse_many,
+    prefetch,
+)
 from imagebank.storage.base import ObjectStore, StagedObject
 
 _SUBJECT_COLS = [a.column for a in attributes_at(Level.SUBJECT)]
@@ -237,11 +244,28 @@ class Committer:
             summary.problems.pop()
 
 
-def problem_as_parsed(problem: SourceProblem) -> Parsed:
+def problem_as_parsed(problem: SourceProblem, store: ObjectStore, max_size: int) -> Parsed:
+    """A source that could not be listed, as a rejection. A damaged archive's bytes are kept
+    in quarantine (within the size limit) so that nothing received is lost."""
     from imagebank.domain.model import Rejection
 
-    return Parsed(problem.label, 0,
-                  rejection=Rejection(QuarantineReason(problem.reason), problem.message))
+    rejection = Rejection(QuarantineReason(problem.reason), problem.message)
+    if problem.reason == QuarantineReason.BAD_ARCHIVE.value:
+        try:
+            with open(problem.label, "rb") as handle:
+                data = handle.read(max_size + 1)
+        except OSError:
+            data = b""
+        if data and len(data) <= max_size:
+            return Parsed(problem.label, len(data), staged=store.stage(data),
+                          rejection=rejection)
+    return Parsed(problem.label, 0, rejection=rejection)
+
+
+#: Files per task sent to a worker process.
+TASK_FILES = 16
+#: Batches' worth of files queued to the workers ahead of the committing process.
+AHEAD_BATCHES = 2
 
 
 def run_ingest(
@@ -276,40 +300,61 @@ def run_ingest(
         if len(pending) >= batch_size or time.monotonic() - last_commit > max_batch_seconds:
             flush()
 
-    chunk = 8
+    chunk = TASK_FILES
     if workers <= 1:
         parser = Parser(config, committer.store)
-        for group in _grouped(sources, chunk):
+        groups = _grouped(sources, chunk)
+        group = next(groups, None)
+        while group is not None:
+            following = next(groups, None)
+            if following is not None:
+                prefetch(following)  # read from disk while this group is parsed
             accept([_as_parsed(item, parser) for item in group])
+            group = following
         flush()
         return total
 
     # Work queued ahead: two batches' worth, so that the workers keep parsing while this
     # process commits a batch (its syncfs and index fsync take a good part of a second for a
     # batch of CT images). Results are small (no pixel data), so memory stays flat.
-    window = max(workers * 4, -(-2 * batch_size // chunk))
+    window = max(workers * 4, -(-AHEAD_BATCHES * batch_size // chunk))
+    # Files are read ahead of the workers (POSIX_FADV_WILLNEED) by a few tasks, not the whole
+    # window: enough that a worker never waits for the disk, little enough to stay cached.
+    read_ahead = workers * 2 + 2
     with ProcessPoolExecutor(max_workers=workers, initializer=init_worker,
                              initargs=(config,)) as pool:
         inflight: deque[Future[list[Parsed]]] = deque()
+        unread: deque[list[Source]] = deque()
+
+        def take_oldest() -> None:
+            # Results are taken in submission order, so batches follow the input order.
+            accept(inflight.popleft().result())
+            if unread:
+                prefetch(unread.popleft())
+
         for group in _grouped(sources, chunk):
-            problems = [problem_as_parsed(i) for i in group if isinstance(i, SourceProblem)]
+            problems = [problem_as_parsed(i, committer.store, config.max_size)
+                        for i in group if isinstance(i, SourceProblem)]
             files = [i for i in group if isinstance(i, Source)]
             if problems:
                 accept(problems)
             if files:
+                if len(inflight) < read_ahead:
+                    prefetch(files)
+                else:
+                    unread.append(files)
                 inflight.append(pool.submit(parse_many, files))
             while len(inflight) >= window:
-                # Results are taken in submission order, so batches follow the input order.
-                accept(inflight.popleft().result())
+                take_oldest()
         while inflight:
-            accept(inflight.popleft().result())
+            take_oldest()
     flush()
     return total
 
 
 def _as_parsed(item: Source | SourceProblem, parser: Parser) -> Parsed:
     if isinstance(item, SourceProblem):
-        return problem_as_parsed(item)
+        return problem_as_parsed(item, parser.store, parser.config.max_size)
     return parser.parse_source(item)
 
 

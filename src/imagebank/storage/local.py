@@ -28,6 +28,8 @@ from imagebank.storage.base import (
 )
 
 STAGING = ".staging"
+#: Folders remembered as existing, so publishing does not call mkdir for every object.
+_MADE_DIRS_LIMIT = 4096
 
 
 def _load_syncfs() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
@@ -84,6 +86,8 @@ class LocalObjectStore:
                 parent = target.parent
                 if parent not in self._made_dirs:
                     parent.mkdir(parents=True, exist_ok=True)
+                    if len(self._made_dirs) >= _MADE_DIRS_LIMIT:
+                        self._made_dirs.clear()  # bounded memory; mkdir is cheap to repeat
                     self._made_dirs.add(parent)
                 os.replace(self._staging / staged.token, target)
                 parents.add(parent)

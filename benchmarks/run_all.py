@@ -1,0 +1,115 @@
+"""The archive core's benchmarks, side by side: ingest throughput against ``cp -r && sync``
+and Orthanc, peak memory of an ingest against corpus size, and study search on a large index.
+
+    python benchmarks/run_all.py            # full sizes (docs/benchmarks.md): ~4 min once cached
+    python benchmarks/run_all.py --smoke    # tiny sizes, < 2 min: run by `make test`
+
+Exit status: 0 when every benchmark ran and checked its own result (e.g. that every instance
+was stored); 1 when something is broken. A missed performance target is reported in the
+table, not by the exit status. Results are also written as JSON to
+``benchmarks/.work/results-{smoke,full}.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import index_queries
+import ingest_throughput
+import memory
+from common import (
+    RUNS,
+    WORK,
+    CorpusSpec,
+    Result,
+    can_drop_caches,
+    format_markdown,
+    format_table,
+    machine_info,
+    remove,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="rounds of the ingest comparison (default: 3, smoke: 1)")
+    parser.add_argument("--warm", action="store_true",
+                        help="do not drop the page cache before each ingest (default: drop "
+                             "it when running as root, in full mode)")
+    parser.add_argument("--no-orthanc", action="store_true")
+    parser.add_argument("--only", choices=["ingest", "memory", "index"], action="append")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    args = parser.parse_args(argv)
+
+    smoke = args.smoke
+    cold = not args.warm and not smoke and can_drop_caches()
+    repeat = args.repeat or (1 if smoke else 3)
+    only = set(args.only or ["ingest", "memory", "index"])
+    WORK.mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    info["orthanc"] = ingest_throughput.orthanc_version() or "not installed"
+    mode = "smoke" if smoke else "full"
+    print(f"imagebank benchmarks ({mode}; page cache {'dropped' if cold else 'warm'}): "
+          + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
+
+    results: list[Result] = []
+    broken: list[str] = []
+    started = time.monotonic()
+
+    def run(name: str, fn: object) -> None:
+        print(f"\n== {name}", flush=True)
+        t0 = time.monotonic()
+        try:
+            results.extend(fn())  # type: ignore[operator]
+        except Exception:
+            broken.append(name)
+            traceback.print_exc()
+        print(f"   ({time.monotonic() - t0:.0f} s)", flush=True)
+
+    if "ingest" in only:
+        spec = CorpusSpec(200, 64, 64) if smoke else CorpusSpec(5000)
+        run("(a) ingest throughput", lambda: ingest_throughput.measure(
+            spec, cold=cold, repeat=repeat, with_orthanc=not args.no_orthanc,
+            quiet_wait=0 if smoke else 120))
+    if "memory" in only:
+        small, large = ((CorpusSpec(200, 64, 64), CorpusSpec(2000, 64, 64)) if smoke
+                        else (CorpusSpec(5000, 64, 64), CorpusSpec(50000, 64, 64)))
+        run("(b) peak memory against corpus size", lambda: memory.measure(small, large))
+    if "index" in only:
+        n = 20_000 if smoke else 1_000_000
+        run("(c) study search on a large index", lambda: index_queries.measure(n))
+    remove(RUNS)
+
+    print(f"\n== results ({mode}, {time.monotonic() - started:.0f} s)")
+    print(format_markdown(results) if args.markdown else format_table(results))
+    missed = [f"{r.group}: {r.name}" for r in results if r.met is False]
+    if missed:
+        print(f"\n{len(missed)} target(s) missed (reported, not an error):")
+        for m in missed:
+            print(f"  - {m}")
+    out = WORK / f"results-{mode}.json"
+    out.write_text(json.dumps({
+        "mode": mode, "page_cache": "dropped" if cold else "warm", "machine": info,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "results": [dataclasses.asdict(r) for r in results],
+        "broken": broken,
+    }, indent=2, default=str))
+    print(f"\n(results written to {out})")
+    if broken:
+        print(f"BROKEN: {', '.join(broken)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
