@@ -34,9 +34,9 @@ class IndexedAttribute:
     qido_required: bool = False
 
 
-def _a(keyword: str, level: Level, column: str, kind: ValueKind = "str", qido: bool = False) -> (
-    IndexedAttribute
-):
+def _a(
+    keyword: str, level: Level, column: str, kind: ValueKind = "str", qido: bool = False
+) -> IndexedAttribute:
     return IndexedAttribute(keyword, level, column, kind, qido)
 
 
@@ -227,8 +227,15 @@ class IngestSummary:
     def ok(self) -> bool:
         return self.conflicts == 0 and self.quarantined == 0
 
-    def add(self, outcome: Outcome, *, size: int = 0, reason: str | None = None,
-            source: str = "", message: str = "") -> None:
+    def add(
+        self,
+        outcome: Outcome,
+        *,
+        size: int = 0,
+        reason: str | None = None,
+        source: str = "",
+        message: str = "",
+    ) -> None:
         if outcome is Outcome.STORED:
             self.stored += 1
             self.bytes_stored += size
