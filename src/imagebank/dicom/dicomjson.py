@@ -70,15 +70,17 @@ def _bulk_uri(element: DataElement) -> str:
 def dataset_to_json(ds: Dataset) -> dict[str, Any]:
     """The dataset (not its file meta) as a DICOM JSON object."""
     if not _fast_path_allowed():
-        result: dict[str, Any] = ds.to_json_dict(
-            bulk_data_threshold=BULK_THRESHOLD,
-            bulk_data_element_handler=_bulk_uri,
-            suppress_invalid_tags=True,
-        )
+        result: dict[str, Any] = {}
+        for tag in ds.keys():
+            try:
+                result[f"{tag:08X}"] = _pydicom_element(ds, tag)
+            except Exception as exc:  # noqa: BLE001 - an unconvertible element is dropped
+                _log.debug("DICOM JSON: element %08X dropped (%s)", tag, type(exc).__name__)
         return result
-    # pydicom converts raw elements in strict mode here (invalid ones are then dropped).
-    with pydicom_config.strict_reading():
-        return _dataset(ds, suppress=True)
+    # Tolerant on read: unlike pydicom's to_json_dict, which converts in strict mode and drops
+    # every element whose value is invalid (a malformed StudyInstanceUID among them), values
+    # are converted in the reading mode in force (IGNORE in imagebank), so they are kept.
+    return _dataset(ds, suppress=True)
 
 
 def _fast_path_allowed() -> bool:

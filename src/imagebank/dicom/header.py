@@ -16,8 +16,11 @@ from typing import Any
 
 import pydicom
 import pydicom.config
+from pydicom.datadict import keyword_dict
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from imagebank.dicom.dicomjson import dataset_to_json
@@ -180,15 +183,33 @@ def _pixel_data_at(data: bytes, offset: int, little_endian: bool) -> bool:
     return tag in _PIXEL_TAGS
 
 
+#: VRs whose values use only the default character repertoire (PS3.5 6.2), so their raw
+#: bytes can be decoded directly, without pydicom's per-element conversion (the ingest's
+#: costliest step otherwise). Everything else goes through pydicom.
+_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
+_TAGS = [(a, None if (t := keyword_dict.get(a.keyword)) is None else BaseTag(t))
+         for a in INDEXED_ATTRIBUTES]
+
+
 def extract_values(ds: Dataset) -> tuple[dict[str, Scalar], list[str]]:
     """Map each indexed attribute to a column value; return also the keywords that failed."""
     values: dict[str, Scalar] = {}
     bad: list[str] = []
-    for attribute in INDEXED_ATTRIBUTES:
+    elements = ds._dict
+    for attribute, tag in _TAGS:
         try:
+            if tag is None:
+                raise KeyError(attribute.keyword)
+            stored = elements.get(tag)
+            if stored is None:
+                values[attribute.column] = None
+                continue
+            if isinstance(stored, RawDataElement) and stored.VR in _ASCII_VRS:
+                values[attribute.column] = _convert_raw(stored.value, attribute.kind)
+                continue
             # Values are decoded lazily: a malformed one (e.g. a US of odd length) raises here.
-            element = ds.get(attribute.keyword)
-            raw: Any = None if element is None else element
+            element = ds[tag].value
+            raw: Any = element
             if raw is None or raw == "":
                 values[attribute.column] = None
                 continue
@@ -201,6 +222,26 @@ def extract_values(ds: Dataset) -> tuple[dict[str, Scalar], list[str]]:
         if isinstance(value, str):
             values[_COLUMN[keyword]] = value.strip().rstrip("\x00") or None
     return values, bad
+
+
+def _convert_raw(value: bytes | None, kind: str) -> Scalar:
+    """A default-repertoire value straight from its bytes (padding stripped)."""
+    if not value:
+        return None
+    text = value.decode("latin-1").strip(" \x00")
+    if not text:
+        return None
+    if kind == "multi":
+        return "\\".join(part.strip(" \x00") for part in text.split("\\"))
+    first = text.split("\\", 1)[0].strip()
+    if kind == "int":
+        return int(first) if first.isdigit() else int(float(first))
+    if kind == "float":
+        number = float(first)
+        if math.isnan(number) or math.isinf(number):
+            raise ValueError("not a finite number")
+        return number
+    return text
 
 
 def _convert(raw: Any, kind: str) -> Scalar:
