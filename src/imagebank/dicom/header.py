@@ -195,7 +195,8 @@ def extract_values(ds: Dataset) -> tuple[dict[str, Scalar], list[str]]:
     """Map each indexed attribute to a column value; return also the keywords that failed."""
     values: dict[str, Scalar] = {}
     bad: list[str] = []
-    elements = ds._dict
+    elements = ds._dict  # read-only look-up by tag, no conversion
+    encoding = _single_byte_encoding(ds)
     for attribute, tag in _TAGS:
         try:
             if tag is None:
@@ -204,9 +205,20 @@ def extract_values(ds: Dataset) -> tuple[dict[str, Scalar], list[str]]:
             if stored is None:
                 values[attribute.column] = None
                 continue
-            if isinstance(stored, RawDataElement) and stored.VR in _ASCII_VRS:
-                values[attribute.column] = _convert_raw(stored.value, attribute.kind)
-                continue
+            if isinstance(stored, RawDataElement):
+                vr = stored.VR
+                if vr in _ASCII_VRS:
+                    values[attribute.column] = _convert_raw(stored.value, attribute.kind)
+                    continue
+                if vr in _TEXT_VRS and encoding is not None and b"\x1b" not in (
+                        stored.value or b""):
+                    values[attribute.column] = _convert_raw(stored.value, attribute.kind,
+                                                            encoding)
+                    continue
+                if vr == "US" and stored.value is not None and len(stored.value) == 2:
+                    values[attribute.column] = int.from_bytes(
+                        stored.value, "little" if stored.is_little_endian else "big")
+                    continue
             # Values are decoded lazily: a malformed one (e.g. a US of odd length) raises here.
             element = ds[tag].value
             raw: Any = element
@@ -224,11 +236,39 @@ def extract_values(ds: Dataset) -> tuple[dict[str, Scalar], list[str]]:
     return values, bad
 
 
-def _convert_raw(value: bytes | None, kind: str) -> Scalar:
-    """A default-repertoire value straight from its bytes (padding stripped)."""
+def _single_byte_encoding(ds: Dataset) -> str | None:
+    """The Python codec of the dataset's text when it is one simple character set (no code
+    extensions), else None (pydicom then decodes)."""
+    declared = ds.get_item(0x00080005)
+    if declared is None or not declared.value:
+        return "latin-1"  # the default repertoire is ASCII; latin-1 never fails to decode
+    value = declared.value
+    if isinstance(value, bytes):
+        text = value.decode("ascii", "replace")
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = "\\".join(str(v) for v in value)
+    terms = [t.strip(" \x00") for t in text.split("\\")]
+    if len(terms) != 1:
+        return None
+    return _CHARSETS.get(terms[0])
+
+
+#: Specific Character Set terms (PS3.3 C.12.1.1.2) with a single Python codec.
+_CHARSETS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1",
+             "ISO_IR 192": "utf-8", "ISO_IR 101": "iso8859_2", "ISO_IR 109": "iso8859_3",
+             "ISO_IR 110": "iso8859_4", "ISO_IR 144": "iso8859_5", "ISO_IR 127": "iso8859_6",
+             "ISO_IR 126": "iso8859_7", "ISO_IR 138": "iso8859_8", "ISO_IR 148": "iso8859_9",
+             "ISO_IR 203": "iso8859_15"}
+_TEXT_VRS = frozenset({"LO", "SH", "PN", "ST", "LT"})
+
+
+def _convert_raw(value: bytes | None, kind: str, encoding: str = "latin-1") -> Scalar:
+    """A value straight from its bytes (padding stripped), in a single-byte or UTF-8 text."""
     if not value:
         return None
-    text = value.decode("latin-1").strip(" \x00")
+    text = value.decode(encoding, "replace").strip(" \x00")
     if not text:
         return None
     if kind == "multi":
@@ -241,7 +281,8 @@ def _convert_raw(value: bytes | None, kind: str) -> Scalar:
         if math.isnan(number) or math.isinf(number):
             raise ValueError("not a finite number")
         return number
-    return text
+    # A single-valued column keeps the first value of a multi-valued attribute.
+    return text.split("\\", 1)[0].strip(" \x00") if "\\" in text else text
 
 
 def _convert(raw: Any, kind: str) -> Scalar:
