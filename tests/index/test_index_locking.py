@@ -43,6 +43,8 @@ def _wait_until_blocked(archive: Archive, seconds: float = 10.0) -> None:
                 "AND datname = current_database()")).scalar()
             if waiting:
                 return
+            # pg_stat_activity is a snapshot per transaction: end it to see the next state.
+            conn.rollback()
             time.sleep(0.02)
     raise AssertionError("the second writer never waited for the first")
 
