@@ -69,18 +69,10 @@ def _bulk_uri(element: DataElement) -> str:
 
 def dataset_to_json(ds: Dataset) -> dict[str, Any]:
     """The dataset (not its file meta) as a DICOM JSON object."""
-    if not _fast_path_allowed():
-        result: dict[str, Any] = {}
-        for tag in ds.keys():
-            try:
-                result[f"{tag:08X}"] = _pydicom_element(ds, tag)
-            except Exception as exc:  # noqa: BLE001 - an unconvertible element is dropped
-                _log.debug("DICOM JSON: element %08X dropped (%s)", tag, type(exc).__name__)
-        return result
     # Tolerant on read: unlike pydicom's to_json_dict, which converts in strict mode and drops
     # every element whose value is invalid (a malformed StudyInstanceUID among them), values
     # are converted in the reading mode in force (IGNORE in imagebank), so they are kept.
-    return _dataset(ds, suppress=True)
+    return _dataset(ds, suppress=True, fast=_fast_path_allowed())
 
 
 def _fast_path_allowed() -> bool:
@@ -100,9 +92,10 @@ def _fast_path_allowed() -> bool:
     )
 
 
-def _dataset(ds: Dataset, *, suppress: bool) -> dict[str, Any]:
+def _dataset(ds: Dataset, *, suppress: bool, fast: bool = True) -> dict[str, Any]:
     """JSON of one dataset; ``suppress`` drops failing elements (top level), else raise (as
-    pydicom does in sequence items, which drops the whole sequence at the top level)."""
+    pydicom does in sequence items, which drops the whole sequence at the top level).
+    Without ``fast``, every element is converted by pydicom."""
     result: dict[str, Any] = {}
     elements = ds._dict
     encoding: str | None = None
@@ -112,6 +105,8 @@ def _dataset(ds: Dataset, *, suppress: bool) -> dict[str, Any]:
             continue
         try:
             try:
+                if not fast:
+                    raise _Fallback
                 if isinstance(element, RawDataElement):
                     if encoding is None:
                         encoding = _first_encoding(ds)

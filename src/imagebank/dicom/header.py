@@ -12,6 +12,7 @@ import io
 import math
 import struct
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import pydicom
@@ -19,9 +20,8 @@ import pydicom.config
 from pydicom.datadict import keyword_dict
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from imagebank.dicom.dicomjson import dataset_to_json
 from imagebank.dicom.part10 import (
@@ -40,6 +40,7 @@ from imagebank.domain.model import (
     QuarantineReason,
     Rejection,
     Scalar,
+    column_of,
 )
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -59,9 +60,7 @@ def read_header(data: bytes, *, max_size: int | None = None) -> InstanceHeader |
         warnings.simplefilter("always")
         result = _read_header(data, max_size)
     if caught and isinstance(result, InstanceHeader) and "read_warnings" not in result.oddities:
-        return InstanceHeader(values=result.values, metadata=result.metadata,
-                              transfer_syntax_uid=result.transfer_syntax_uid,
-                              oddities=(*result.oddities, "read_warnings"))
+        return replace(result, oddities=(*result.oddities, "read_warnings"))
     return result
 
 
@@ -97,7 +96,7 @@ def _read_header(data: bytes, max_size: int | None) -> InstanceHeader | Rejectio
     fp = io.BytesIO(data)
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True)
-    except (InvalidDicomError, Exception) as exc:  # noqa: BLE001 - untrusted input: any failure is a rejection
+    except Exception as exc:  # noqa: BLE001 - untrusted input: any failure is a rejection
         return Rejection(
             QuarantineReason.UNREADABLE,
             f"The DICOM header cannot be read ({type(exc).__name__}); the file is damaged "
@@ -146,7 +145,7 @@ def _read_header(data: bytes, max_size: int | None) -> InstanceHeader | Rejectio
             f"The header's values cannot be decoded ({type(exc).__name__}).",
         )
     oddities.extend(f"bad_value:{k}" for k in bad)
-    missing = [k for k in REQUIRED_UIDS if not values.get(_COLUMN[k])]
+    missing = [k for k in REQUIRED_UIDS if not values.get(column_of(k))]
     if missing:
         return Rejection(
             QuarantineReason.MISSING_UID,
@@ -166,9 +165,6 @@ def _read_header(data: bytes, max_size: int | None) -> InstanceHeader | Rejectio
         transfer_syntax_uid=ts,
         oddities=tuple(oddities),
     )
-
-
-_COLUMN = {a.keyword: a.column for a in INDEXED_ATTRIBUTES}
 
 
 #: (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data.
@@ -220,8 +216,7 @@ def extract_values(ds: Dataset) -> tuple[dict[str, Scalar], list[str]]:
                         stored.value, "little" if stored.is_little_endian else "big")
                     continue
             # Values are decoded lazily: a malformed one (e.g. a US of odd length) raises here.
-            element = ds[tag].value
-            raw: Any = element
+            raw: Any = ds[tag].value
             if raw is None or raw == "":
                 values[attribute.column] = None
                 continue
@@ -230,9 +225,10 @@ def extract_values(ds: Dataset) -> tuple[dict[str, Scalar], list[str]]:
             values[attribute.column] = None
             bad.append(attribute.keyword)
     for keyword in REQUIRED_UIDS:
-        value = values.get(_COLUMN[keyword])
+        column = column_of(keyword)
+        value = values.get(column)
         if isinstance(value, str):
-            values[_COLUMN[keyword]] = value.strip().rstrip("\x00") or None
+            values[column] = value.strip().rstrip("\x00") or None
     return values, bad
 
 
@@ -273,7 +269,8 @@ def _convert_raw(value: bytes | None, kind: str, encoding: str = "latin-1") -> S
         return None
     if kind == "multi":
         return "\\".join(part.strip(" \x00") for part in text.split("\\"))
-    first = text.split("\\", 1)[0].strip()
+    # A single-valued column keeps the first value of a multi-valued attribute.
+    first = text.split("\\", 1)[0].strip(" \x00")
     if kind == "int":
         return int(first) if first.isdigit() else int(float(first))
     if kind == "float":
@@ -281,8 +278,7 @@ def _convert_raw(value: bytes | None, kind: str, encoding: str = "latin-1") -> S
         if math.isnan(number) or math.isinf(number):
             raise ValueError("not a finite number")
         return number
-    # A single-valued column keeps the first value of a multi-valued attribute.
-    return text.split("\\", 1)[0].strip(" \x00") if "\\" in text else text
+    return first
 
 
 def _convert(raw: Any, kind: str) -> Scalar:
@@ -301,6 +297,4 @@ def _convert(raw: Any, kind: str) -> Scalar:
         if math.isnan(value):
             raise ValueError("NaN")
         return value
-    if isinstance(raw, UID):
-        return str(raw)
     return str(raw)

@@ -206,6 +206,10 @@ class Rejection:
     message: str
 
 
+#: Problems an IngestSummary keeps by name (the counts go on): memory stays flat.
+MAX_PROBLEMS = 1000
+
+
 @dataclass(slots=True)
 class IngestSummary:
     """Counts of one ingest run, with the reasons for everything not stored."""
@@ -216,7 +220,8 @@ class IngestSummary:
     quarantined: int = 0
     bytes_stored: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
-    #: (source label, reason, message) of each object not stored, for the person running it.
+    #: (source label, reason, message) of the first MAX_PROBLEMS objects not stored, for the
+    #: person running it.
     problems: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
@@ -248,7 +253,8 @@ class IngestSummary:
                 self.quarantined += 1
             key = reason or outcome.value
             self.reasons[key] = self.reasons.get(key, 0) + 1
-            self.problems.append((source, key, message))
+            if len(self.problems) < MAX_PROBLEMS:
+                self.problems.append((source, key, message))
 
     def merge(self, other: IngestSummary) -> None:
         self.stored += other.stored
@@ -258,7 +264,7 @@ class IngestSummary:
         self.bytes_stored += other.bytes_stored
         for k, v in other.reasons.items():
             self.reasons[k] = self.reasons.get(k, 0) + v
-        self.problems.extend(other.problems)
+        self.problems.extend(other.problems[: MAX_PROBLEMS - len(self.problems)])
 
     def as_dict(self) -> dict[str, object]:
         return {

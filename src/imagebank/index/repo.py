@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, func, select, text, update
+from sqlalchemy import bindparam as _bind
 from sqlalchemy.orm import Session
 
 from imagebank.index.tables import (
@@ -225,12 +226,6 @@ def _row_id(row: dict[str, Any]) -> str:
     return str(row["id"])
 
 
-def _bind(name: str) -> Any:
-    from sqlalchemy import bindparam
-
-    return bindparam(name)
-
-
 def _insert_new(session: Session, model: type[Base], rows: Sequence[dict[str, Any]],
                 defaults: dict[str, Any]) -> set[str]:
     if not rows:
@@ -255,8 +250,8 @@ def _refresh_modalities(session: Session, study_ids: Iterable[str]) -> None:
                 modalities[study_id].add(modality)
     if modalities:
         session.execute(
-            update(STUDIES).where(Study.id == _bind("sid")).values(modalities_in_study=_bind("m"))
-            ,
+            update(STUDIES).where(Study.id == _bind("sid"))
+            .values(modalities_in_study=_bind("m")),
             [{"sid": k, "m": "\\".join(sorted(v))} for k, v in sorted(modalities.items())],
         )
 
@@ -483,9 +478,9 @@ def delete_instance_rows(session: Session, object_keys: Sequence[str]) -> int:
         ).all()
         for iid, series_id, study_id, size in rows:
             session.execute(INSTANCES.delete().where(Instance.id == iid))
-            session.execute(update(Series).where(Series.id == series_id).values(
+            session.execute(update(SERIES).where(Series.id == series_id).values(
                 num_instances=Series.num_instances - 1, size_bytes=Series.size_bytes - size))
-            session.execute(update(Study).where(Study.id == study_id).values(
+            session.execute(update(STUDIES).where(Study.id == study_id).values(
                 num_instances=Study.num_instances - 1, size_bytes=Study.size_bytes - size))
             removed += 1
     prune_empty(session)

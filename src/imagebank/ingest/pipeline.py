@@ -33,6 +33,7 @@ from imagebank.domain.model import (
     Level,
     Outcome,
     QuarantineReason,
+    Rejection,
     attributes_at,
 )
 from imagebank.index import repo
@@ -68,12 +69,11 @@ class BatchReport:
 class Committer:
     """Commits batches of parsed objects for one project."""
 
-    def __init__(self, sessions: sessionmaker[Session], store: ObjectStore, project_id: str,
-                 *, max_problems: int = 1000) -> None:
+    def __init__(self, sessions: sessionmaker[Session], store: ObjectStore,
+                 project_id: str) -> None:
         self.sessions = sessions
         self.store = store
         self.project_id = project_id
-        self.max_problems = max_problems
 
     def commit(self, batch: list[Parsed]) -> BatchReport:
         report = BatchReport(files=len(batch), bytes=sum(p.size for p in batch))
@@ -107,18 +107,14 @@ class Committer:
             if parsed.staged is not None:
                 key = quarantine_object_key(project, qid)
                 to_publish.append((parsed.staged, key))
-            quarantine.append({
-                "id": qid, "project_id": project, "reason": reason, "message": message,
-                "source": parsed.label, "size_bytes": parsed.size,
-                "sha256": parsed.staged.sha256 if parsed.staged else None,
-                "object_key": key, "instance_id": instance_id,
-            })
+            quarantine.append(self._quarantine_row(parsed, reason, message, key, instance_id,
+                                                   qid))
 
         for parsed in batch:
             if parsed.rejection is not None:
                 hold(parsed, parsed.rejection.reason.value, parsed.rejection.message)
-                self._note(summary, Outcome.QUARANTINED, parsed, parsed.rejection.reason.value,
-                           parsed.rejection.message)
+                summary.add(Outcome.QUARANTINED, reason=parsed.rejection.reason.value,
+                            source=parsed.label, message=parsed.rejection.message)
                 continue
             assert parsed.staged is not None
             sha = parsed.staged.sha256
@@ -134,7 +130,8 @@ class Committer:
                         f"quarantine (instance {parsed.instance_id})."
                     )
                     hold(parsed, QuarantineReason.CONFLICT.value, message, parsed.instance_id)
-                    self._note(summary, Outcome.CONFLICT, parsed, "conflict", message)
+                    summary.add(Outcome.CONFLICT, reason="conflict", source=parsed.label,
+                                message=message)
                 continue
             owner = owners.get(parsed.study_id)
             if owner is not None and owner != parsed.subject_id:
@@ -144,7 +141,8 @@ class Committer:
                     "source."
                 )
                 hold(parsed, QuarantineReason.PATIENT_MISMATCH.value, message, parsed.instance_id)
-                self._note(summary, Outcome.QUARANTINED, parsed, "patient_mismatch", message)
+                summary.add(Outcome.QUARANTINED, reason="patient_mismatch", source=parsed.label,
+                            message=message)
                 continue
             owners[parsed.study_id] = parsed.subject_id
             seen[parsed.instance_id] = sha
@@ -198,7 +196,8 @@ class Committer:
                         "the source."
                     )
                     quarantine.append(self._held_in_place(p, "patient_mismatch", message))
-                    self._note(summary, Outcome.QUARANTINED, p, "patient_mismatch", message)
+                    summary.add(Outcome.QUARANTINED, reason="patient_mismatch", source=p.label,
+                                message=message)
             lost = [p for p in new if p.instance_id not in inserted
                     and p.instance_id not in mismatched]
             if lost:
@@ -217,7 +216,8 @@ class Committer:
                         f"quarantine (instance {p.instance_id})."
                     )
                     quarantine.append(self._held_in_place(p, "conflict", message))
-                    self._note(summary, Outcome.CONFLICT, p, "conflict", message)
+                    summary.add(Outcome.CONFLICT, reason="conflict", source=p.label,
+                                message=message)
             repo.add_quarantine(session, quarantine)
             repo.add_changes(session, project, "stored", Level.INSTANCE.value,
                              [r["id"] for r in instances if r["id"] in inserted])
@@ -229,26 +229,23 @@ class Committer:
     def _held_in_place(self, p: Parsed, reason: str, message: str) -> dict[str, Any]:
         """A quarantine row for bytes already published at their instance key."""
         assert p.staged is not None
-        return {
-            "id": uuid.uuid4().hex, "project_id": self.project_id, "reason": reason,
-            "message": message, "source": p.label, "size_bytes": p.size,
-            "sha256": p.staged.sha256,
-            "object_key": instance_object_key(self.project_id, p.instance_id, p.staged.sha256),
-            "instance_id": p.instance_id,
-        }
+        key = instance_object_key(self.project_id, p.instance_id, p.staged.sha256)
+        return self._quarantine_row(p, reason, message, key, p.instance_id)
 
-    def _note(self, summary: IngestSummary, outcome: Outcome, parsed: Parsed, reason: str,
-              message: str) -> None:
-        summary.add(outcome, reason=reason, source=parsed.label, message=message)
-        if len(summary.problems) > self.max_problems:
-            summary.problems.pop()
+    def _quarantine_row(self, p: Parsed, reason: str, message: str, object_key: str | None,
+                        instance_id: str | None, quarantine_id: str | None = None
+                        ) -> dict[str, Any]:
+        return {
+            "id": quarantine_id or uuid.uuid4().hex, "project_id": self.project_id,
+            "reason": reason, "message": message, "source": p.label, "size_bytes": p.size,
+            "sha256": p.staged.sha256 if p.staged else None, "object_key": object_key,
+            "instance_id": instance_id,
+        }
 
 
 def problem_as_parsed(problem: SourceProblem, store: ObjectStore, max_size: int) -> Parsed:
     """A source that could not be listed, as a rejection. A damaged archive's bytes are kept
     in quarantine (within the size limit) so that nothing received is lost."""
-    from imagebank.domain.model import Rejection
-
     rejection = Rejection(QuarantineReason(problem.reason), problem.message)
     if problem.reason == QuarantineReason.BAD_ARCHIVE.value:
         try:

@@ -14,7 +14,6 @@ import time
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from imagebank.dicom.header import read_header
 from imagebank.domain.ids import IdDeriver
@@ -209,11 +208,3 @@ def prefetch(sources: Iterable[object]) -> None:
         finally:
             os.close(fd)
 
-
-def describe(parsed: Parsed) -> dict[str, Any]:
-    """A log-safe description (no patient data, no file name)."""
-    return {
-        "instance_id": parsed.instance_id or None,
-        "size": parsed.size,
-        "reason": parsed.rejection.reason.value if parsed.rejection else None,
-    }

@@ -8,6 +8,7 @@ owns its transaction; reads return plain dicts.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,8 +207,6 @@ class Archive:
                      content_type: str = "application/octet-stream") -> dict[str, Any]:
         """Attach a non-DICOM file (NIfTI, segmentation, report) to a project, subject,
         study or series."""
-        import uuid
-
         self.ensure_project(project)
         if level == Level.PROJECT.value:
             if parent_id != project:

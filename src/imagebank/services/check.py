@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING
 
 from imagebank.domain.ids import parse_instance_object_key
 from imagebank.index import repo
-from imagebank.ingest.pipeline import Committer
-from imagebank.ingest.worker import Parser
 from imagebank.storage.base import sha256_hex
 
 if TYPE_CHECKING:
@@ -77,11 +75,7 @@ def _repair_orphans(archive: Archive, report: CheckReport) -> None:
             store.delete(key)
             report.removed_objects += 1
             continue
-        project_id = parsed_key[0]
-        data = store.get(key)
-        parser = Parser(archive._worker_config(project_id), store)
-        committer = Committer(archive.sessions, store, project_id)
-        summary = committer.commit([parser.parse_bytes(data, "orphan")]).summary
+        summary = archive.ingest_bytes([(store.get(key), "orphan")], parsed_key[0])
         if summary.stored:
             report.repaired_orphans += 1
         with archive.sessions.begin() as session:
