@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagebank.domain.errors import ConfigurationError
 
 DEFAULT_DATA_DIR = "imagebank-data"
+#: The embedded secret key: fine on loopback, refused by ``serve`` on any other address.
+DEFAULT_SECRET_KEY = "imagebank-default-secret-key-change-me"  # noqa: S105 - public default
+DEFAULT_PORT = 8470
 
 
 class Settings(BaseSettings):
@@ -46,6 +49,27 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=256, ge=1, le=100_000,
                             description="Objects committed to the index per transaction.")
 
+    secret_key: SecretStr = Field(
+        default=SecretStr(DEFAULT_SECRET_KEY),
+        description="Keys the audit chain and the CSRF tokens; set a long random value "
+        "before serving beyond loopback.",
+    )
+    previous_secret_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="Earlier secret keys, comma-separated, so that `audit verify` can check "
+        "events written before a key change.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `imagebank serve` listens on.")
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535,
+                      description="Port `imagebank serve` listens on.")
+    cookie_secure: bool = Field(
+        default=True,
+        description="Mark the session cookie Secure (browsers still send it to "
+        "http://127.0.0.1 and http://localhost).",
+    )
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30,
+                                 description="How long a browser session lasts.")
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str | None) -> str | None:
@@ -54,6 +78,18 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("only sqlite:// and postgresql+psycopg:// databases are supported")
         return value
+
+    @property
+    def uses_default_secret(self) -> bool:
+        return self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY
+
+    @property
+    def audit_secrets(self) -> list[str]:
+        """The current secret key first, then the previous ones."""
+        previous = self.previous_secret_keys.get_secret_value()
+        return [self.secret_key.get_secret_value()] + [
+            k.strip() for k in previous.split(",") if k.strip()
+        ]
 
     @property
     def effective_database_url(self) -> str:

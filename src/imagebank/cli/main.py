@@ -34,7 +34,14 @@ ls_app = typer.Typer(help="List projects, subjects, studies, series or instances
                      no_args_is_help=True)
 resource_app = typer.Typer(help="Attach non-DICOM files (NIfTI, reports) to the archive.",
                            no_args_is_help=True)
+user_app = typer.Typer(help="Add and manage users (passwords are hashed with argon2id).",
+                       no_args_is_help=True)
+token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read and verify the audit trail.", no_args_is_help=True)
 app.add_typer(project_app, name="project")
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+app.add_typer(audit_app, name="audit")
 app.add_typer(ls_app, name="ls")
 app.add_typer(resource_app, name="resource")
 
@@ -369,6 +376,228 @@ def demo(
         out.print(f"  {project_id}: {counts['stored']} stored, {counts['duplicates']} already "
                   f"there, {counts['quarantined'] + counts['conflicts']} not stored")
     _list_projects(False)
+
+
+# -- users, roles, tokens, audit, serve ---------------------------------------------------
+def _runtime() -> Any:
+    from imagebank.services.runtime import Runtime
+
+    return Runtime.for_archive(state.open())
+
+
+def _cli_audit(runtime: Any, action: str, *, project: str | None = None,
+               level: str | None = None, object_id: str | None = None) -> None:
+    """Administration from the command line is audited too (actor: the OS account)."""
+    import getpass
+
+    from imagebank.services.audit import make_event
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    runtime.audit.write([make_event(actor=who, via="cli", method="CLI", route=f"cli {action}",
+                                    action=action, project_id=project, level=level,
+                                    object_id=object_id, status=0, outcome="ok")])
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise InvalidInputError("No password on standard input.")
+        return line.rstrip("\r\n")
+    first = typer.prompt("Password", hide_input=True)
+    if typer.prompt("Again", hide_input=True) != first:
+        raise InvalidInputError("The two passwords differ.")
+    return str(first)
+
+
+PasswordStdin = Annotated[bool, typer.Option(
+    "--password-stdin", help="Read the password from the first line of standard input.")]
+
+
+@user_app.command("add")
+def user_add(
+    username: Annotated[str, typer.Argument(help="Lowercase letters, digits, . _ -")],
+    admin: Annotated[bool, typer.Option("--admin", help="A site administrator.")] = False,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Add a user. Passwords: 12+ characters, not a common one; passphrases welcome."""
+    runtime = _runtime()
+    password = _read_password(password_stdin)
+    user = runtime.accounts.add_user(username, password, admin=admin)
+    _cli_audit(runtime, "user_add", level="user", object_id=user["username"])
+    out.print(f"Added {'administrator' if admin else 'user'} {escape(user['username'])}.")
+
+
+@user_app.command("password")
+def user_password(username: Annotated[str, typer.Argument()],
+                  password_stdin: PasswordStdin = False) -> None:
+    """Set a user's password (their browser sessions end)."""
+    runtime = _runtime()
+    runtime.accounts.set_password(username, _read_password(password_stdin))
+    _cli_audit(runtime, "user_password", level="user", object_id=username)
+    out.print("Password changed.")
+
+
+@user_app.command("disable")
+def user_disable(username: Annotated[str, typer.Argument()],
+                 enable: Annotated[bool, typer.Option("--enable", help="Enable again.")] = False
+                 ) -> None:
+    """Disable a user (sessions end, tokens stop working), or enable them again."""
+    runtime = _runtime()
+    runtime.accounts.set_active(username, enable)
+    _cli_audit(runtime, "user_enable" if enable else "user_disable", level="user",
+               object_id=username)
+    out.print(f"{'Enabled' if enable else 'Disabled'} {escape(username)}.")
+
+
+@user_app.command("list")
+def user_list(as_json: JsonOption = False) -> None:
+    """List users and their roles."""
+    rows = _runtime().accounts.users()
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        row["roles"] = ", ".join(f"{p}:{r}" for p, r in sorted(row["roles"].items()))
+    _table(rows, [("username", "user"), ("is_admin", "admin"), ("is_active", "active"),
+                  ("roles", "roles"), ("last_login_at", "last sign-in")], "Users")
+
+
+@project_app.command("grant")
+def project_grant(
+    project: Annotated[str, typer.Argument(help="Project ID.")],
+    username: Annotated[str, typer.Argument(help="User.")],
+    role: Annotated[str, typer.Argument(help="owner, member, collaborator or viewer.")],
+) -> None:
+    """Give a user a role on a project (replacing any role they had)."""
+    runtime = _runtime()
+    runtime.accounts.grant(project, username, role, by="cli")
+    _cli_audit(runtime, "grant", project=project, level="user", object_id=username)
+    out.print(f"{escape(username)} is now {escape(role.lower())} of {escape(project)}.")
+
+
+@project_app.command("revoke")
+def project_revoke(project: Annotated[str, typer.Argument()],
+                   username: Annotated[str, typer.Argument()]) -> None:
+    """Remove a user's role on a project."""
+    runtime = _runtime()
+    runtime.accounts.revoke(project, username)
+    _cli_audit(runtime, "revoke", project=project, level="user", object_id=username)
+    out.print(f"{escape(username)} has no role on {escape(project)} any more.")
+
+
+@project_app.command("members")
+def project_members(project: Annotated[str, typer.Argument()],
+                    as_json: JsonOption = False) -> None:
+    """Who has which role on a project."""
+    state.open().ensure_project(project)
+    rows = _runtime().accounts.members(project)
+    if as_json:
+        _print_json(rows)
+        return
+    _table(rows, [("username", "user"), ("role", "role"), ("granted_at", "since")],
+           f"Members of {project}")
+
+
+@token_app.command("create")
+def token_create(
+    username: Annotated[str, typer.Argument(help="Whose token.")],
+    expires: Annotated[float, typer.Option(help="Days until it expires; 0: never.")] = 90,
+    scope: Annotated[list[str] | None, typer.Option(
+        help="read, write or admin; repeat for several (default read).")] = None,
+    name: Annotated[str, typer.Option(help="What it is for.")] = "",
+) -> None:
+    """Create an API token and print it (once: only its hash is kept)."""
+    runtime = _runtime()
+    token, row = runtime.accounts.create_token(username, scopes=scope,
+                                               expires_days=expires or None, name=name)
+    _cli_audit(runtime, "token_create", level="token", object_id=row["id"])
+    err.print(f"Token {row['id']} for {escape(row['username'])}, scopes "
+              f"{', '.join(row['scopes'])}, expires {row['expires_at'] or 'never'}. "
+              "It is shown once:", highlight=False)
+    print(token)
+
+
+@token_app.command("list")
+def token_list(username: Annotated[str | None, typer.Argument()] = None,
+               as_json: JsonOption = False) -> None:
+    """List tokens (never their secret)."""
+    rows = _runtime().accounts.tokens(username)
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        row["scopes"] = ",".join(row["scopes"])
+    _table(rows, [("id", "token"), ("name", "name"), ("scopes", "scopes"),
+                  ("expires_at", "expires"), ("last_used_at", "last used"),
+                  ("revoked_at", "revoked")], "API tokens")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's ID.")]) -> None:
+    """Revoke a token at once."""
+    runtime = _runtime()
+    runtime.accounts.revoke_token(token_id)
+    _cli_audit(runtime, "token_revoke", level="token", object_id=token_id)
+    out.print(f"Revoked token {escape(token_id)}.")
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOption = False) -> None:
+    """Walk the whole audit chain: finds edited, inserted or deleted events (exit 1 if so)."""
+    runtime = _runtime()
+    with err.status("Verifying the audit chain...") as status:
+        report = runtime.audit.verify(
+            progress=lambda n: status.update(f"Verifying the audit chain: {n:,} events"))
+    if as_json:
+        _print_json({"ok": report.ok, "events": report.events, "problems": report.problems})
+    elif report.ok:
+        out.print(f"[green]ok[/]: {report.events:,} events, chain intact.")
+    else:
+        out.print(f"[red]broken[/]: {report.events:,} events, {len(report.problems)} problems:")
+        for problem in report.problems:
+            out.print(f"  {escape(problem)}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("ls")
+def audit_ls(
+    project: Annotated[str | None, typer.Option(help="Only this project's events.")] = None,
+    since: Annotated[int, typer.Option(help="After this sequence number.")] = 0,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """List audit events."""
+    rows = _runtime().audit.events(project_id=project, since=since, limit=limit)
+    if as_json:
+        _print_json(rows)
+        return
+    _table(rows, [("seq", "#"), ("at", "when"), ("actor", "who"), ("via", "via"),
+                  ("client", "from"), ("method", "method"), ("route", "what"),
+                  ("project_id", "project"), ("object_id", "object"), ("status", "status"),
+                  ("outcome", "outcome")], "Audit events")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (IMAGEBANK_HOST; "
+                                             "default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (IMAGEBANK_PORT; default 8470).")
+                    ] = None,
+    demo_admin: Annotated[bool, typer.Option(
+        "--demo-admin", help="Create (or reset) user 'admin' with a new random password and "
+        "print it; loopback only.")] = False,
+) -> None:
+    """Run the server: REST API under /api/v1, its documentation at /api/docs."""
+    from imagebank.api.server import serve_archive
+
+    archive = state.open()
+    serve_archive(archive, host=host or archive.settings.host,
+                  port=port or archive.settings.port, demo_admin=demo_admin, console=err)
 
 
 def main() -> None:

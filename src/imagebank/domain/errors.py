@@ -57,3 +57,28 @@ class IntegrityError(ImagebankError):
 
     code = "integrity"
     status = 500
+
+
+class AuthenticationError(ImagebankError):
+    """No valid credentials: sign in or send a token."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class PermissionDeniedError(ImagebankError):
+    """Known to the requester, but their role does not allow this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class ThrottledError(ImagebankError):
+    """Too many attempts; ``retry_after`` seconds until the next is considered."""
+
+    code = "throttled"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -512,3 +512,50 @@ def prune_empty(session: Session) -> None:
     session.execute(SUBJECTS.delete().where(
         ~select(Study.id).where(Study.subject_id == Subject.id).exists()
     ))
+
+
+def list_changes(session: Session, project_id: str, *, since: int = 0, limit: int = 100
+                 ) -> list[dict[str, Any]]:
+    stmt = (select(Change).where(Change.project_id == project_id, Change.seq > since)
+            .order_by(Change.seq).limit(limit))
+    return [_row(c) for c in session.scalars(stmt)]
+
+
+def last_change(session: Session, project_id: str) -> int:
+    return int(session.scalar(
+        select(func.coalesce(func.max(Change.seq), 0)).where(Change.project_id == project_id)
+    ) or 0)
+
+
+def instance_objects(session: Session, level: str, ids: Sequence[str]
+                     ) -> list[dict[str, Any]]:
+    """The instances (ID, study, series, object key, size) of studies or series, in order."""
+    column = {"study": Instance.study_id, "series": Instance.series_id,
+              "instance": Instance.id}[level]
+    rows: list[dict[str, Any]] = []
+    for chunk in _chunks(list(ids)):
+        stmt = (select(Instance.id, Instance.study_id, Instance.series_id,
+                       Instance.object_key, Instance.size_bytes, Instance.project_id)
+                .where(column.in_(chunk))
+                .order_by(Instance.study_id, Instance.series_id, Instance.instance_number,
+                          Instance.id))
+        rows.extend(dict(r._mapping) for r in session.execute(stmt))
+    return rows
+
+
+def project_counts(session: Session, project_id: str) -> dict[str, int]:
+    counts = {}
+    for name, model in (("subjects", Subject), ("studies", Study), ("series", Series),
+                        ("instances", Instance)):
+        counts[name] = int(session.scalar(
+            select(func.count()).select_from(model).where(model.project_id == project_id)
+        ) or 0)
+    counts["bytes"] = int(session.scalar(
+        select(func.coalesce(func.sum(Study.size_bytes), 0))
+        .where(Study.project_id == project_id)) or 0)
+    return counts
+
+
+def get_resource(session: Session, resource_id: str) -> dict[str, Any] | None:
+    obj = session.get(Resource, resource_id)
+    return None if obj is None else _row(obj)

@@ -15,6 +15,7 @@ indexes them again. Object keys carry the checksum, so publishing never overwrit
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 import uuid
 from collections import deque
@@ -274,8 +275,13 @@ def run_ingest(
     batch_size: int,
     progress: Progress | None = None,
     max_batch_seconds: float = 1.0,
+    start_method: str | None = None,
 ) -> IngestSummary:
-    """Parse ``sources`` in ``workers`` processes and commit them in batches."""
+    """Parse ``sources`` in ``workers`` processes and commit them in batches.
+
+    ``start_method`` "forkserver" is for a multi-threaded caller (the server's job runner):
+    forking a process that has other threads can copy a lock in its held state.
+    """
     total = IngestSummary()
     pending: list[Parsed] = []
     last_commit = time.monotonic()
@@ -318,8 +324,9 @@ def run_ingest(
     # Files are read ahead of the workers (POSIX_FADV_WILLNEED) by a few tasks, not the whole
     # window: enough that a worker never waits for the disk, little enough to stay cached.
     read_ahead = workers * 2 + 2
+    context = multiprocessing.get_context(start_method) if start_method else None
     with ProcessPoolExecutor(max_workers=workers, initializer=init_worker,
-                             initargs=(config,)) as pool:
+                             initargs=(config,), mp_context=context) as pool:
         inflight: deque[Future[list[Parsed]]] = deque()
         unread: deque[list[Source]] = deque()
 

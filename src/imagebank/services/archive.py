@@ -104,6 +104,10 @@ class Archive:
             )
         return project
 
+    def has_project(self, project_id: str) -> bool:
+        with self.sessions.begin() as session:
+            return repo.get_project(session, project_id) is not None
+
     def projects(self) -> list[dict[str, Any]]:
         with self.sessions.begin() as session:
             return repo.list_projects(session)
@@ -120,7 +124,8 @@ class Archive:
 
     def ingest(self, paths: Iterable[str | os.PathLike[str]], project: str, *,
                progress: Progress | None = None, workers: int | None = None,
-               batch_size: int | None = None) -> IngestSummary:
+               batch_size: int | None = None, start_method: str | None = None
+               ) -> IngestSummary:
         """Ingest files, folders and zip archives into ``project``."""
         self.ensure_project(project)
         path_list = list(paths)
@@ -132,6 +137,7 @@ class Archive:
             iter_sources(path_list), committer, self._worker_config(project),
             workers=workers or self.settings.workers,
             batch_size=batch_size or self.settings.batch_size, progress=progress,
+            start_method=start_method,
         )
         if summary.stored:
             self.optimize()
@@ -144,11 +150,16 @@ class Archive:
 
     def ingest_bytes(self, items: Sequence[tuple[bytes, str]], project: str) -> IngestSummary:
         """Ingest objects already in memory (uploads, C-STORE, STOW-RS): (bytes, label)."""
+        return self.store_objects(items, project)[0]
+
+    def store_objects(self, items: Sequence[tuple[bytes, str]], project: str
+                      ) -> tuple[IngestSummary, list[str]]:
+        """As ``ingest_bytes``, also returning the IDs of the instances stored."""
         self.ensure_project(project)
         parser = Parser(self._worker_config(project), self.store)
         committer = Committer(self.sessions, self.store, project)
         report = committer.commit([parser.parse_bytes(data, label) for data, label in items])
-        return report.summary
+        return report.summary, report.stored_ids
 
     # -- reads ----------------------------------------------------------------------------
     def studies(self, project: str | None = None, *, limit: int = 100, offset: int = 0,
@@ -235,6 +246,32 @@ class Archive:
                   ) -> list[dict[str, Any]]:
         with self.sessions.begin() as session:
             return repo.list_resources(session, project, level, parent_id)
+
+    def resource(self, resource_id: str) -> dict[str, Any]:
+        with self.sessions.begin() as session:
+            row = repo.get_resource(session, resource_id)
+        if row is None:
+            raise NotFoundError(f"No resource {resource_id}.")
+        return row
+
+    # -- feeds and bulk reads ---------------------------------------------------------------
+    def changes(self, project: str, *, since: int = 0, limit: int = 100
+                ) -> tuple[list[dict[str, Any]], int]:
+        """Changes after the cursor ``since``, and the project's latest cursor."""
+        with self.sessions.begin() as session:
+            return (repo.list_changes(session, project, since=since, limit=limit),
+                    repo.last_change(session, project))
+
+    def project_summary(self, project: str) -> dict[str, Any]:
+        row = self.ensure_project(project)
+        with self.sessions.begin() as session:
+            row["counts"] = repo.project_counts(session, project)
+        return row
+
+    def instance_objects(self, level: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Every instance of the given studies, series or instances, in archive order."""
+        with self.sessions.begin() as session:
+            return repo.instance_objects(session, level, ids)
 
     # -- consistency ----------------------------------------------------------------------
     def check(self, *, repair: bool = False, verify_checksums: bool = False,

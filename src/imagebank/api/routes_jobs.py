@@ -1,0 +1,141 @@
+"""Jobs: imports (an uploaded zip, ingested in the background) and exports (a zip of studies
+or series to download), with state and progress."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path as FilePath
+from typing import Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from imagebank.api.routes_data import receive_body
+from imagebank.api.schemas import ExportIn, JobOut
+from imagebank.api.security import (
+    API_PREFIX,
+    project_access,
+    resolve_principal,
+    runtime_of,
+    set_audit,
+    signed_in,
+)
+from imagebank.domain.access import Permission, Principal
+from imagebank.domain.errors import InvalidInputError, NotFoundError
+
+router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
+JOB_ID = Path(pattern=r"^[0-9a-f]{32}$")
+ZIP_BODY = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _visible_job(request: Request, job_id: str) -> tuple[Principal, dict[str, Any]]:
+    """The job if the requester started it, owns its project, or administers the site."""
+    principal = resolve_principal(request)
+    assert principal is not None
+    try:
+        job = runtime_of(request).jobs.get(job_id)
+    except NotFoundError:
+        job = None
+    if job is not None:
+        project = job.get("project_id")
+        set_audit(request, project_id=project)
+        if (job["created_by"] == principal.user_id or principal.is_admin
+                or (project and principal.can(project, Permission.MANAGE))):
+            return principal, job
+    raise NotFoundError(f"No job {job_id}.")
+
+
+@router.post("/projects/{project}/imports", response_model=JobOut, status_code=202,
+             dependencies=[project_access(Permission.WRITE, "write")],
+             openapi_extra={"requestBody": {
+                 "required": True,
+                 "content": {"application/zip": ZIP_BODY}}},
+             responses={400: {}, 403: {}, 404: {}})
+async def start_import(request: Request, project: str) -> dict[str, Any]:
+    """Upload a zip of DICOM files and ingest it in the background: poll the job."""
+    runtime = runtime_of(request)
+    principal = resolve_principal(request)
+    assert principal is not None
+    body = await receive_body(request, runtime.archive.settings.max_object_size)
+
+    def submit() -> dict[str, Any]:
+        job_id = runtime.jobs.new_id()
+        target = runtime.jobs.spool_path(job_id)
+        if isinstance(body, FilePath):
+            os.replace(body, target)
+        else:
+            with target.open("wb") as out:
+                out.write(body)
+                out.flush()
+                os.fsync(out.fileno())
+        return runtime.jobs.submit("import", project, {}, principal.user_id, job_id)
+
+    # The upload is in the spool before the job exists, so the runner always finds it.
+    job = await run_in_threadpool(submit)
+    set_audit(request, level="job", object_id=job["id"])
+    return job
+
+
+@router.post("/projects/{project}/exports", response_model=JobOut, status_code=202,
+             dependencies=[project_access(Permission.DOWNLOAD, "download")],
+             responses={400: {}, 403: {}, 404: {}})
+def start_export(request: Request, project: str, body: ExportIn) -> dict[str, Any]:
+    """Write a zip of studies or series of the project; download it from the job."""
+    runtime = runtime_of(request)
+    principal = resolve_principal(request)
+    assert principal is not None
+    for object_id in body.ids:
+        row = None
+        try:
+            row = runtime.archive.get(body.level, object_id)
+        except NotFoundError:
+            pass
+        if row is None or row["project_id"] != project:
+            raise InvalidInputError(f"No {body.level} {object_id} in project {project!r}.")
+    job = runtime.jobs.submit("export", project, {"level": body.level, "ids": body.ids},
+                              principal.user_id)
+    set_audit(request, level="job", object_id=job["id"])
+    return job
+
+
+@router.get("/jobs", response_model=list[JobOut], dependencies=[signed_in])
+def list_jobs(request: Request, limit: int = Query(100, ge=1, le=1000)
+              ) -> list[dict[str, Any]]:
+    """Your jobs, newest first (all jobs, for an administrator)."""
+    principal = resolve_principal(request)
+    assert principal is not None
+    jobs = runtime_of(request).jobs
+    if principal.is_admin:
+        return jobs.list(limit=limit)
+    return jobs.list(created_by=principal.user_id, limit=limit)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, dependencies=[signed_in],
+            responses={404: {}})
+def get_job(request: Request, job_id: str = JOB_ID) -> dict[str, Any]:
+    """A job's state and progress."""
+    return _visible_job(request, job_id)[1]
+
+
+@router.delete("/jobs/{job_id}", response_model=JobOut, dependencies=[signed_in],
+               responses={404: {}, 409: {}})
+def cancel_job(request: Request, job_id: str = JOB_ID) -> dict[str, Any]:
+    """Cancel a queued or running job (what an import already stored stays stored)."""
+    _visible_job(request, job_id)
+    set_audit(request, action="cancel")
+    return runtime_of(request).jobs.cancel(job_id)
+
+
+@router.get("/jobs/{job_id}/result", dependencies=[signed_in], response_class=FileResponse,
+            responses={404: {}, 409: {}, 200: {"content": {"application/zip": {}}}})
+def job_result(request: Request, job_id: str = JOB_ID) -> FileResponse:
+    """Download an export job's zip."""
+    principal, job = _visible_job(request, job_id)
+    project = job.get("project_id")
+    if project and not principal.can(project, Permission.DOWNLOAD):
+        raise NotFoundError(f"No job {job_id}.")
+    set_audit(request, action="download")
+    path = runtime_of(request).jobs.result_path(job)
+    return FileResponse(path, media_type="application/zip",
+                        filename=f"export-{job_id}.zip")

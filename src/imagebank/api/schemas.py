@@ -1,0 +1,324 @@
+"""Request and response models: they make the OpenAPI document complete and exact."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from imagebank.services.accounts import aware
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return aware(value)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+
+class Health(Out):
+    status: str
+
+
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionOut(Out):
+    username: str
+    is_admin: bool
+    csrf_token: str = Field(description="Send it as X-CSRF-Token with every request that "
+                            "changes something.")
+    expires_at: UtcDateTime
+
+
+class Me(Out):
+    id: str
+    username: str
+    is_admin: bool
+    via: str = Field(description="session or token")
+    scopes: list[str] | None = None
+    roles: dict[str, str]
+
+
+class UserIn(BaseModel):
+    username: str = Field(min_length=2, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+    is_admin: bool = False
+
+
+class UserOut(Out):
+    id: str
+    username: str
+    is_admin: bool
+    is_active: bool
+    created_at: UtcDateTime
+    last_login_at: UtcDateTime | None = None
+    roles: dict[str, str] = {}
+
+
+class TokenIn(BaseModel):
+    name: str = Field(default="", max_length=100)
+    scopes: list[str] = Field(default=["read"], max_length=3,
+                              description="read, write and/or admin")
+    expires_days: float | None = Field(default=90, gt=0, le=3650,
+                                       description="null: never expires")
+
+
+class TokenOut(Out):
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: UtcDateTime | None = None
+    expires_at: UtcDateTime | None = None
+    last_used_at: UtcDateTime | None = None
+    revoked_at: UtcDateTime | None = None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="Shown once; only its hash is kept.")
+    username: str
+
+
+class ProjectIn(BaseModel):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", max_length=63)
+    name: str | None = Field(default=None, max_length=200)
+    description: str = Field(default="", max_length=10_000)
+
+
+class ProjectOut(Out):
+    id: str
+    name: str
+    description: str
+    created_at: UtcDateTime
+    role: str | None = Field(default=None, description="Your role on it (None: admin)")
+    counts: dict[str, int] | None = None
+
+
+class MemberIn(BaseModel):
+    role: str = Field(description="owner, member, collaborator or viewer")
+
+
+class MemberOut(Out):
+    username: str
+    role: str
+    granted_at: UtcDateTime | None = None
+    granted_by: str | None = None
+
+
+class SubjectOut(Out):
+    id: str
+    project_id: str
+    patient_id: str | None = None
+    issuer_of_patient_id: str | None = None
+    patient_name: str | None = None
+    patient_birth_date: str | None = None
+    patient_sex: str | None = None
+    num_studies: int
+    created_at: UtcDateTime
+
+
+class StudyOut(Out):
+    id: str
+    project_id: str
+    subject_id: str
+    study_instance_uid: str
+    study_date: str | None = None
+    study_time: str | None = None
+    accession_number: str | None = None
+    referring_physician_name: str | None = None
+    study_id: str | None = None
+    study_description: str | None = None
+    institution_name: str | None = None
+    modalities_in_study: str | None = None
+    num_series: int
+    num_instances: int
+    size_bytes: int
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+    patient_id: str | None = None
+    issuer_of_patient_id: str | None = None
+    patient_name: str | None = None
+    patient_birth_date: str | None = None
+    patient_sex: str | None = None
+
+
+class SeriesOut(Out):
+    id: str
+    project_id: str
+    study_id: str
+    series_instance_uid: str
+    modality: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    series_date: str | None = None
+    series_time: str | None = None
+    body_part_examined: str | None = None
+    protocol_name: str | None = None
+    manufacturer: str | None = None
+    manufacturer_model_name: str | None = None
+    station_name: str | None = None
+    device_serial_number: str | None = None
+    software_versions: str | None = None
+    magnetic_field_strength: float | None = None
+    frame_of_reference_uid: str | None = None
+    performed_procedure_step_start_date: str | None = None
+    performed_procedure_step_start_time: str | None = None
+    num_instances: int
+    size_bytes: int
+    created_at: UtcDateTime
+
+
+class InstanceOut(Out):
+    id: str
+    project_id: str
+    study_id: str
+    series_id: str
+    sop_instance_uid: str
+    sop_class_uid: str | None = None
+    instance_number: int | None = None
+    acquisition_number: int | None = None
+    content_date: str | None = None
+    content_time: str | None = None
+    image_type: str | None = None
+    rows: int | None = None
+    columns: int | None = None
+    number_of_frames: int | None = None
+    bits_allocated: int | None = None
+    photometric_interpretation: str | None = None
+    pixel_spacing: str | None = None
+    slice_thickness: float | None = None
+    spacing_between_slices: float | None = None
+    image_position_patient: str | None = None
+    image_orientation_patient: str | None = None
+    kvp: float | None = None
+    x_ray_tube_current: float | None = None
+    convolution_kernel: str | None = None
+    repetition_time: float | None = None
+    echo_time: float | None = None
+    inversion_time: float | None = None
+    flip_angle: float | None = None
+    sequence_name: str | None = None
+    burned_in_annotation: str | None = None
+    transfer_syntax_uid: str
+    size_bytes: int
+    sha256: str
+    oddities: str = ""
+    created_at: UtcDateTime
+
+
+class ResourceOut(Out):
+    id: str
+    project_id: str
+    level: str
+    parent_id: str
+    name: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    created_at: UtcDateTime | None = None
+
+
+class QuarantineOut(Out):
+    id: str
+    reason: str
+    message: str
+    size_bytes: int | None = None
+    sha256: str | None = None
+    instance_id: str | None = None
+    created_at: UtcDateTime
+
+
+class ChangeOut(Out):
+    seq: int
+    change_type: str
+    level: str
+    resource_id: str
+    created_at: UtcDateTime
+
+
+class ChangesPage(Out):
+    changes: list[ChangeOut]
+    last: int = Field(description="Pass as ?since= to get what arrives next.")
+    done: bool = Field(description="True when there is nothing after these changes (yet).")
+
+
+class Page(Out):
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last.")
+
+
+class SubjectPage(Page):
+    items: list[SubjectOut]
+
+
+class StudyPage(Page):
+    items: list[StudyOut]
+
+
+class IngestProblem(Out):
+    reason: str
+    message: str
+
+
+class IngestResult(Out):
+    stored: int
+    duplicates: int
+    conflicts: int
+    quarantined: int
+    bytes_stored: int
+    reasons: dict[str, int]
+    problems: list[IngestProblem] = []
+    instance_ids: list[str] = []
+
+
+class JobOut(Out):
+    id: str
+    kind: str
+    project_id: str | None = None
+    state: str = Field(description="queued, running, succeeded, failed or cancelled")
+    progress_done: int
+    progress_total: int | None = None
+    message: str
+    params: dict[str, Any]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: int
+    created_by: str | None = None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None = None
+    finished_at: UtcDateTime | None = None
+    updated_at: UtcDateTime
+
+
+class ExportIn(BaseModel):
+    level: str = Field(default="study", pattern="^(study|series)$")
+    ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] = Field(
+        min_length=1, max_length=10_000)
+
+
+class AuditEventOut(Out):
+    seq: int
+    at: str
+    actor_id: str | None = None
+    actor: str | None = None
+    via: str | None = None
+    token_id: str | None = None
+    client: str | None = None
+    method: str
+    route: str
+    action: str
+    project_id: str | None = None
+    level: str | None = None
+    object_id: str | None = None
+    status: int
+    outcome: str
+    detail: str | None = None
+    hash: str

@@ -1,0 +1,61 @@
+"""SQL for the audit trail: append a sealed batch under the chain's lock, read it back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from imagebank.index.repo import _row
+from imagebank.index.tables import AuditEvent, AuditHead
+
+Sealer = Callable[[int, str], tuple[int, str]]
+
+
+def append(session: Session, rows: list[dict[str, Any]], seal: Sealer) -> None:
+    """Lock the chain head, let ``seal`` number and hash ``rows`` after it, insert them.
+
+    The UPDATE comes first so that it takes the write lock (SQLite) or the row lock
+    (PostgreSQL) before the head is read: writers in other processes queue behind it.
+    """
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq))
+    head = session.get(AuditHead, 1, populate_existing=True)
+    if head is None:  # pragma: no cover - created by the migration
+        raise RuntimeError("the audit chain head row is missing")
+    seq, digest = seal(int(head.seq), head.hash)
+    session.execute(insert(AuditEvent), rows)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=digest))
+
+
+def head(session: Session) -> tuple[int, str]:
+    row = session.get(AuditHead, 1)
+    return (0, "0" * 64) if row is None else (int(row.seq), row.hash)
+
+
+def iter_events(session: Session, upto: int, batch: int = 5000) -> Iterator[dict[str, Any]]:
+    """Events up to ``upto`` (the head read before: later ones may be committing now)."""
+    last = 0
+    while True:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.seq > last, AuditEvent.seq <= upto)
+            .order_by(AuditEvent.seq)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield _row(row)
+        last = rows[-1].seq
+
+
+def list_events(session: Session, *, project_id: str | None = None,
+                actor_id: str | None = None, since: int = 0, limit: int = 100
+                ) -> list[dict[str, Any]]:
+    stmt = select(AuditEvent).where(AuditEvent.seq > since)
+    if project_id is not None:
+        stmt = stmt.where(AuditEvent.project_id == project_id)
+    if actor_id is not None:
+        stmt = stmt.where(AuditEvent.actor_id == actor_id)
+    return [_row(e) for e in session.scalars(stmt.order_by(AuditEvent.seq).limit(limit))]
