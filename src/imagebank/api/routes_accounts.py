@@ -60,7 +60,7 @@ async def sign_in(request: Request, response: Response, body: LoginIn) -> dict[s
 
 
 @router.delete("/session", status_code=204, dependencies=[signed_in], tags=["session"])
-def sign_out(request: Request, response: Response) -> Response:
+def sign_out(request: Request) -> Response:
     """Sign out: ends the session (a token needs no sign-out; revoke it instead)."""
     set_audit(request, action="logout")
     cookie = request.cookies.get(SESSION_COOKIE)

@@ -105,7 +105,7 @@ def project_exists(session: Session, project_id: str) -> bool:
 
 # -- tokens ---------------------------------------------------------------------------------
 def add_token(session: Session, row: dict[str, Any]) -> None:
-    session.execute(_insert(session, ApiToken).values(created_at=now(), **row))
+    session.execute(_insert(session, ApiToken).values(**row))
 
 
 def get_token(session: Session, token_id: str) -> ApiToken | None:

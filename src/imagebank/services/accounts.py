@@ -188,15 +188,18 @@ class Accounts:
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         token = f"{TOKEN_PREFIX}_{token_id}_{secret}"
-        expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+        created = utcnow()
+        expires = created + timedelta(days=expires_days) if expires_days else None
         with self.sessions.begin() as session:
             user = self._user(session, username)
             row = {"id": token_id, "user_id": user.id, "name": name[:100],
                    "secret_hash": _sha256(secret),
-                   "scopes": ",".join(sorted(s.value for s in parsed)), "expires_at": expires}
+                   "scopes": ",".join(sorted(s.value for s in parsed)), "expires_at": expires,
+                   "created_at": created}
             sql.add_token(session, row)
         public = {k: v for k, v in row.items() if k != "secret_hash"}
-        public.update(username=user.username, scopes=sorted(s.value for s in parsed))
+        public.update(username=user.username, scopes=sorted(s.value for s in parsed),
+                      created_at=created, last_used_at=None, revoked_at=None)
         return token, public
 
     def tokens(self, username: str | None = None) -> list[dict[str, Any]]:
