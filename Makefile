@@ -1,4 +1,4 @@
-# imagebank: `make run` builds the demo archive (and, from the server issue on, serves it);
+# imagebank: `make run` builds the demo archive and serves it (http://127.0.0.1:8470/);
 # `make test` runs every check and test. Both create the virtual environment first.
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint typecheck contracts unit bench bench-smoke clean venv
+.PHONY: run test lint typecheck contracts unit bench bench-smoke clean venv openapi
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ venv: $(BIN)/.installed
 
 run: venv
 	$(BIN)/imagebank demo --shared $(SHARED)
-	$(BIN)/imagebank stats
+	$(BIN)/imagebank serve --demo-admin
+
+openapi: venv
+	$(BIN)/python scripts/update_openapi_snapshot.py
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
