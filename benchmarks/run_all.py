@@ -1,5 +1,6 @@
-"""The archive core's benchmarks, side by side: ingest throughput against ``cp -r && sync``
-and Orthanc, peak memory of an ingest against corpus size, and study search on a large index.
+"""imagebank's benchmarks, side by side: ingest throughput against ``cp -r && sync`` and
+Orthanc, peak memory of an ingest against corpus size, study search on a large index, REST
+upload against Orthanc's, and study listing through the server.
 
     python benchmarks/run_all.py            # full sizes (docs/benchmarks.md): ~4 min once cached
     python benchmarks/run_all.py --smoke    # tiny sizes, < 2 min: run by `make test`
@@ -22,9 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import api_listing
 import index_queries
 import ingest_throughput
 import memory
+import rest_upload
 from common import (
     RUNS,
     WORK,
@@ -37,24 +40,27 @@ from common import (
     remove,
 )
 
+PARTS = ["ingest", "memory", "index", "rest", "listing"]
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
     parser.add_argument("--repeat", type=int, default=None,
-                        help="rounds of the ingest comparison (default: 3, smoke: 1)")
+                        help="rounds of the ingest and REST upload comparisons (default: 3, "
+                             "smoke: 1)")
     parser.add_argument("--warm", action="store_true",
                         help="do not drop the page cache before each ingest (default: drop "
                              "it when running as root, in full mode)")
     parser.add_argument("--no-orthanc", action="store_true")
-    parser.add_argument("--only", choices=["ingest", "memory", "index"], action="append")
+    parser.add_argument("--only", choices=PARTS, action="append")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
 
     smoke = args.smoke
     cold = not args.warm and not smoke and can_drop_caches()
     repeat = args.repeat or (1 if smoke else 3)
-    only = set(args.only or ["ingest", "memory", "index"])
+    only = set(args.only or PARTS)
     WORK.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     info["orthanc"] = ingest_throughput.orthanc_version() or "not installed"
@@ -88,6 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     if "index" in only:
         n = 20_000 if smoke else 1_000_000
         run("(c) study search on a large index", lambda: index_queries.measure(n))
+    if "rest" in only:
+        upload = rest_upload.smoke_spec() if smoke else rest_upload.full_spec()
+        run("(d) REST upload against Orthanc", lambda: rest_upload.measure(
+            upload, cold=cold, repeat=repeat, with_orthanc=not args.no_orthanc,
+            quiet_wait=0 if smoke else 120))
+    if "listing" in only:
+        studies = 2_000 if smoke else 100_000
+        run("(e) study listing through the server", lambda: api_listing.measure(
+            studies, quiet_wait=0 if smoke else 120))
     remove(RUNS)
 
     print(f"\n== results ({mode}, {time.monotonic() - started:.0f} s)")

@@ -7,19 +7,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
 from imagebank.services.archive import Archive
+from testkit import REPO, SHARED_DATA, new_pg_database, wait_for, write_study
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("IMAGEBANK_SHARED_DATA", REPO.parent / "shared" / "data"))
+__all__ = ["REPO", "SHARED_DATA", "new_pg_database", "wait_for", "write_study"]
 
 
 def _free_port() -> int:
@@ -71,15 +67,6 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def new_pg_database(server_url: str) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs twice: on SQLite and on a real PostgreSQL."""
@@ -106,22 +93,6 @@ def sqlite_archive(tmp_path: Path) -> Iterator[Archive]:
         arch.close()
 
 
-def write_study(folder: Path, patient: int = 0, *, study_number: int = 0, slices: int = 4,
-                rows: int = 64, columns: int = 64, modality: str = "CT",
-                issuer: str = "SYNTH-TRUST") -> list[Path]:
-    """Write one synthetic study's files into ``folder``; return their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    spec = SeriesSpec(modality=modality, slices=slices, rows=rows, columns=columns)
-    studies = make_study(SyntheticPatient.make(patient, issuer), study_number=study_number,
-                         series=[spec])
-    for i, ds in enumerate(studies):
-        path = folder / f"p{patient}-s{study_number}-{i:04d}.dcm"
-        path.write_bytes(to_bytes(ds))
-        paths.append(path)
-    return paths
-
-
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """A small synthetic corpus: 3 patients, 4 studies, 16 instances."""
@@ -131,12 +102,3 @@ def corpus(tmp_path: Path) -> Path:
     write_study(folder, 1, study_number=0)
     write_study(folder, 2, study_number=0, modality="MR")
     return folder
-
-
-def wait_for(predicate: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False

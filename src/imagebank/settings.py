@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `imagebank serve` listens on.")
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535,
                       description="Port `imagebank serve` listens on.")
+    server_workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Processes `imagebank serve` runs (each with its threads).")
     cookie_secure: bool = Field(
         default=True,
         description="Mark the session cookie Secure (browsers still send it to "

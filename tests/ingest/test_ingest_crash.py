@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from conftest import new_pg_database
 from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
 from imagebank.services.archive import Archive
+from testkit import new_pg_database
 
 IMAGEBANK = Path(sys.executable).parent / "imagebank"
 BATCH = 16

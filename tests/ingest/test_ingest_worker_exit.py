@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import REPO, write_study
+from testkit import REPO, write_study
 
 IMAGEBANK = str(REPO / ".venv" / "bin" / "imagebank")
 

@@ -21,13 +21,16 @@ RFC 9457 problem details (`application/problem+json`).
 """
 
 
-def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
+def create_app(runtime: Runtime, *, background: bool = True, requeue: bool = True
+               ) -> FastAPI:
     """The application over ``runtime``; ``background`` starts the audit writer and the job
-    runner with the application (off for tests that drive jobs themselves)."""
+    runner with the application (off for tests that drive jobs themselves); ``requeue``
+    returns interrupted jobs to the queue at start (off in a multi-process server's workers:
+    the parent did it)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.start(run_jobs=background)
+        runtime.start(run_jobs=background, requeue=requeue)
         try:
             yield
         finally:
@@ -40,10 +43,8 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url="/api/docs",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         lifespan=lifespan,
-        responses={401: {"model": problems.Problem,
-                         "content": {problems.PROBLEM_JSON: {}}},
-                   422: {"model": problems.Problem, "content": {problems.PROBLEM_JSON: {}}}},
     )
     app.state.runtime = runtime
     problems.install(app)

@@ -27,6 +27,10 @@ OBJECT_PARAMS = (("instance", "instance"), ("series", "series"), ("study", "stud
                  ("subject", "subject"), ("resource", "resource"), ("job_id", "job"),
                  ("token_id", "token"), ("username", "user"))
 UNAUDITED = frozenset({"/api/v1/health"})
+#: On every API response: never sniff a download's type, never cache (the data may be
+#: identifiable), never frame, never leak the URL (it holds IDs) to another site.
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"),
+                    (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
 
 
 def _outcome(status: int) -> str:
@@ -101,6 +105,7 @@ class AuditMiddleware:
                         "try again shortly.", "audit_unavailable")
                     await response(scope, receive, send)
                     return
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
                 log.info("%s %s %s %.1f ms", scope.get("method"),
                          getattr(scope.get("route"), "path", "-"), message["status"],
                          (time.monotonic() - started) * 1000)

@@ -14,9 +14,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imagebank.api.security import ACCESS_ATTR
 from imagebank.domain.errors import ImagebankError, ThrottledError
 
 log = logging.getLogger("imagebank.api")
@@ -68,7 +70,69 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str,
     return f"Invalid {first['field']}: {first['problem']}.", errors
 
 
+def _access_labels(app: FastAPI) -> dict[tuple[str, str], str]:
+    """(path, method) -> the label of the route's access dependency (see ``security``)."""
+    labels: dict[tuple[str, str], str] = {}
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            label = next((getattr(d.dependency, ACCESS_ATTR) for d in route.dependencies
+                          if hasattr(d.dependency, ACCESS_ATTR)), "public")
+            labels.update({(route.path_format, m.lower()): label for m in route.methods or ()})
+    return labels
+
+
+def _describe_errors(document: dict[str, Any], labels: dict[tuple[str, str], str]) -> None:
+    """Every error response is problem+json; each operation lists what its access rule
+    can answer: 401 (not signed in), 403 (role, scope or CSRF), 404 (no such project), and
+    400 when it takes a body (one that cannot be parsed, or a value the rules refuse)."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    document["components"]["securitySchemes"] = {
+        "token": {"type": "http", "scheme": "bearer",
+                  "description": "An API token: `imagebank token create` or POST /me/tokens."},
+        "session": {"type": "apiKey", "in": "cookie", "name": "imagebank_session",
+                    "description": "The cookie set by POST /session; requests that change "
+                    "something also send its CSRF token as X-CSRF-Token."},
+    }
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            label = labels.get((path, method), "public")
+            if label != "public":
+                operation["security"] = [{"token": []}, {"session": []}]
+            statuses = set()
+            if label != "public":
+                statuses.add(401)
+                if label != "signed_in" or method not in ("get", "head"):
+                    statuses.add(403)
+            if label.startswith("project:"):
+                statuses.add(404)
+            if "requestBody" in operation:  # a body that is not what the operation takes
+                statuses.add(400)
+            responses = operation.setdefault("responses", {})
+            for status in sorted(statuses):
+                responses.setdefault(str(status), {})
+            for status, response in responses.items():
+                if status[0] in "45":
+                    response["description"] = _title(int(status))
+                    response["content"] = content
+
+
 def install(app: FastAPI) -> None:
+    generate = app.openapi
+    described: list[dict[str, Any]] = []
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        if not described or described[0] is not document:
+            _describe_errors(document, _access_labels(app))
+            described[:] = [document]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(ImagebankError)
     async def _imagebank(request: Request, exc: ImagebankError) -> JSONResponse:
         headers = None

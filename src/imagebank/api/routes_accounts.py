@@ -28,7 +28,7 @@ from imagebank.api.security import (
     set_audit,
     signed_in,
 )
-from imagebank.domain.errors import InvalidInputError
+from imagebank.domain.errors import ImagebankError, PermissionDeniedError
 
 router = APIRouter(prefix=API_PREFIX)
 USERNAME = Path(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$", max_length=64)
@@ -48,9 +48,17 @@ async def sign_in(request: Request, response: Response, body: LoginIn) -> dict[s
     token to send with every request that changes something."""
     runtime = runtime_of(request)
     client = request.client.host if request.client else "unknown"
-    set_audit(request, action="login", actor=body.username.strip().lower()[:64])
-    user = await run_in_threadpool(runtime.accounts.authenticate, body.username, body.password,
-                                   client)
+    set_audit(request, action="login")
+    try:
+        user = await run_in_threadpool(runtime.accounts.authenticate, body.username,
+                                       body.password, client)
+    except ImagebankError:
+        # The account attacked is worth recording, but only if it exists: what was typed
+        # into the username field could be anything (a password, a patient's name).
+        known = await run_in_threadpool(runtime.accounts.user_id_of, body.username)
+        if known is not None:
+            set_audit(request, actor_id=known, actor=body.username.strip().lower()[:64])
+        raise
     set_audit(request, actor_id=user["id"], actor=user["username"], via="password")
     value, expires = await run_in_threadpool(runtime.accounts.start_session, user["id"])
     response.set_cookie(SESSION_COOKIE, value, expires=expires, path="/", httponly=True,
@@ -99,7 +107,8 @@ def create_my_token(request: Request, body: TokenIn) -> dict[str, Any]:
     assert principal is not None
     if principal.scopes is not None and not set(body.scopes) <= {s.value for s in
                                                                   principal.scopes}:
-        raise InvalidInputError("A token cannot make a token with more scopes than its own.")
+        raise PermissionDeniedError("A token cannot make a token with more scopes than its "
+                                    "own.")
     token, row = runtime_of(request).accounts.create_token(
         principal.username, scopes=body.scopes, expires_days=body.expires_days,
         name=body.name)
@@ -137,6 +146,7 @@ def add_user(request: Request, body: UserIn) -> dict[str, Any]:
 @router.get("/users/{username}", response_model=UserOut, dependencies=[administrator],
             tags=["users"], responses={404: {}})
 def get_user(request: Request, username: str = USERNAME) -> dict[str, Any]:
+    """A user, with their roles (administrators only)."""
     return runtime_of(request).accounts.get_user(username)
 
 

@@ -79,6 +79,7 @@ def list_subjects(request: Request, project: str, limit: int = LIMIT, offset: in
             dependencies=READ, responses=NOT_FOUND)
 def get_subject(request: Request, project: str, subject: str = Path(pattern=ID)
                 ) -> dict[str, Any]:
+    """A subject (patient) of the project."""
     return _object(runtime_of(request).archive, "subject", subject, project)
 
 
@@ -86,6 +87,7 @@ def get_subject(request: Request, project: str, subject: str = Path(pattern=ID)
             dependencies=READ, responses=NOT_FOUND)
 def subject_studies(request: Request, project: str, subject: str = Path(pattern=ID),
                     limit: int = LIMIT, offset: int = OFFSET) -> dict[str, Any]:
+    """The subject's studies, newest first."""
     archive = runtime_of(request).archive
     _object(archive, "subject", subject, project)
     rows = archive.studies(project, limit=limit + 1, offset=offset, subject_id=subject)
@@ -94,7 +96,7 @@ def subject_studies(request: Request, project: str, subject: str = Path(pattern=
 
 # -- studies ----------------------------------------------------------------------------------
 @router.get("/projects/{project}/studies", response_model=StudyPage, dependencies=SEARCH,
-            responses={**NOT_FOUND, 422: {}})
+            responses={**NOT_FOUND, 400: {}})
 def list_studies(
     request: Request,
     project: str,
@@ -147,6 +149,7 @@ def get_study(request: Request, project: str, study: str = Path(pattern=ID)
             dependencies=READ, responses=NOT_FOUND)
 def study_series(request: Request, project: str, study: str = Path(pattern=ID)
                  ) -> list[dict[str, Any]]:
+    """The study's series."""
     archive = runtime_of(request).archive
     _object(archive, "study", study, project)
     return archive.series(study)
@@ -157,6 +160,7 @@ def study_series(request: Request, project: str, study: str = Path(pattern=ID)
             dependencies=READ, responses=NOT_FOUND)
 def get_series(request: Request, project: str, series: str = Path(pattern=ID)
                ) -> dict[str, Any]:
+    """A series of the project."""
     return _object(runtime_of(request).archive, "series", series, project)
 
 
@@ -164,6 +168,7 @@ def get_series(request: Request, project: str, series: str = Path(pattern=ID)
             response_model=list[InstanceOut], dependencies=READ, responses=NOT_FOUND)
 def series_instances(request: Request, project: str, series: str = Path(pattern=ID)
                      ) -> list[dict[str, Any]]:
+    """The series' instances."""
     archive = runtime_of(request).archive
     _object(archive, "series", series, project)
     return archive.instances(series)
@@ -173,11 +178,14 @@ def series_instances(request: Request, project: str, series: str = Path(pattern=
             dependencies=READ, responses=NOT_FOUND)
 def get_instance(request: Request, project: str, instance: str = Path(pattern=ID)
                  ) -> dict[str, Any]:
+    """An instance's indexed attributes (its whole header: ``/metadata``)."""
     return _object(runtime_of(request).archive, "instance", instance, project)
 
 
 @router.get("/projects/{project}/instances/{instance}/metadata",
-            response_model=dict[str, Any], dependencies=READ, responses=NOT_FOUND)
+            dependencies=READ, response_class=Response,
+            responses={**NOT_FOUND, 200: {"content": {"application/dicom+json": {
+                "schema": {"type": "object"}}}}})
 def instance_metadata(request: Request, project: str, instance: str = Path(pattern=ID)
                       ) -> Response:
     """The instance's header as DICOM JSON (PS3.18 F.2), without bulk data."""
@@ -394,14 +402,16 @@ def _resource(archive: Archive, project: str, resource: str) -> dict[str, Any]:
             dependencies=READ, responses=NOT_FOUND)
 def get_resource(request: Request, project: str, resource: str = Path(pattern=ID)
                  ) -> dict[str, Any]:
+    """A resource's description (its content: ``/file``)."""
     return _resource(runtime_of(request).archive, project, resource)
 
 
 @router.get("/projects/{project}/resources/{resource}/file", dependencies=DOWNLOAD,
-            responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}}}},
+            responses={**NOT_FOUND, 200: {"content": {"*/*": {}}}},
             response_class=Response)
 def download_resource(request: Request, project: str, resource: str = Path(pattern=ID)
                       ) -> Response:
+    """The resource's file, with the media type it was attached with."""
     archive = runtime_of(request).archive
     row = _resource(archive, project, resource)
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", row["name"])[:100] or "resource"

@@ -21,8 +21,8 @@ from imagebank.api.security import (
     set_audit,
     signed_in,
 )
-from imagebank.domain.access import Permission, Principal
-from imagebank.domain.errors import InvalidInputError, NotFoundError
+from imagebank.domain.access import Permission, Principal, Scope
+from imagebank.domain.errors import InvalidInputError, NotFoundError, PermissionDeniedError
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 JOB_ID = Path(pattern=r"^[0-9a-f]{32}$")
@@ -122,7 +122,9 @@ def get_job(request: Request, job_id: str = JOB_ID) -> dict[str, Any]:
                responses={404: {}, 409: {}})
 def cancel_job(request: Request, job_id: str = JOB_ID) -> dict[str, Any]:
     """Cancel a queued or running job (what an import already stored stays stored)."""
-    _visible_job(request, job_id)
+    principal, _ = _visible_job(request, job_id)
+    if principal.scopes is not None and Scope.WRITE not in principal.scopes:
+        raise PermissionDeniedError("Cancelling a job needs a token of scope 'write'.")
     set_audit(request, action="cancel")
     return runtime_of(request).jobs.cancel(job_id)
 

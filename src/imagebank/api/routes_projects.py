@@ -75,7 +75,7 @@ def list_members(request: Request, project: str) -> list[dict[str, Any]]:
 
 @router.put("/projects/{project}/members/{username}", response_model=MemberOut,
             dependencies=[project_access(Permission.MANAGE, "grant")],
-            responses={403: {}, 404: {}})
+            responses={403: {}, 404: {}, 409: {}})
 def grant_role(request: Request, project: str, body: MemberIn, username: str = USERNAME
                ) -> dict[str, Any]:
     """Give a user a role on the project (owners): owner, member, collaborator, viewer."""
@@ -88,7 +88,7 @@ def grant_role(request: Request, project: str, body: MemberIn, username: str = U
 
 @router.delete("/projects/{project}/members/{username}", status_code=204,
                dependencies=[project_access(Permission.MANAGE, "revoke")],
-               responses={403: {}, 404: {}})
+               responses={403: {}, 404: {}, 409: {}})
 def revoke_role(request: Request, project: str, username: str = USERNAME) -> Response:
     """Remove a user's role on the project (owners)."""
     runtime_of(request).accounts.revoke(project, username)

@@ -65,6 +65,9 @@ def resolve_principal(request: Request) -> Principal | None:
                                       code="session_ended")
         if request.method not in SAFE_METHODS and not runtime.accounts.csrf_ok(
                 cookie, request.headers.get(CSRF_HEADER)):
+            # Not cached as the principal (the request is refused), but audited as theirs.
+            state.setdefault("audit", {}).update(
+                actor_id=principal.user_id, actor=principal.username, via=principal.via)
             raise PermissionDeniedError(
                 f"A request that changes something must send the {CSRF_HEADER} header "
                 "given at sign-in.", code="csrf")
@@ -115,9 +118,9 @@ def project_access(permission: Permission, action: str | None = None) -> Any:
     """A dependency: the principal has ``permission`` on the path's ``project``."""
 
     def dependency(request: Request, project: str = PROJECT_PATH) -> Principal:
-        principal = _require(request)
         audit = _state(request).setdefault("audit", {})
-        audit["action"] = action or permission.value
+        audit["action"] = action or permission.value  # before: a 401 is audited as the action
+        principal = _require(request)
         if not principal.knows(project) or not runtime_of(request).archive.has_project(project):
             raise NotFoundError(f"No project {project!r}.")
         audit["project_id"] = project

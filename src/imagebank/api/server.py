@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import secrets
 from typing import Any
 
@@ -60,18 +61,26 @@ def ensure_demo_admin(runtime: Runtime) -> str:
     return password
 
 
+def worker_app() -> Any:
+    """The application of one process of a multi-process server (settings from the
+    environment, which the parent set)."""
+    from imagebank.api.app import create_app
+
+    return create_app(Runtime.for_archive(Archive.open()), requeue=False)
+
+
 def serve_archive(archive: Archive, *, host: str, port: int, demo_admin: bool = False,
-                  console: Any = None) -> None:
+                  console: Any = None, workers: int | None = None) -> None:
     import uvicorn
 
     from imagebank.api.app import create_app
 
+    workers = workers or archive.settings.server_workers
     runtime = Runtime.for_archive(archive)
     if demo_admin and not is_loopback(host):
         raise ConfigurationError("--demo-admin is for a server on loopback only.")
     check_exposure(runtime, host)
     password = ensure_demo_admin(runtime) if demo_admin else None
-    app = create_app(runtime)
     shown = f"[{host}]" if ":" in host else host
     if console is not None:
         console.print(f"imagebank serving [bold]{archive.settings.data}[/] at "
@@ -81,5 +90,14 @@ def serve_archive(archive: Archive, *, host: str, port: int, demo_admin: bool = 
                           "[/]", highlight=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # uvicorn's access log would print query strings (a PatientID search): ours does not.
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info",
-                server_header=False, timeout_graceful_shutdown=10)
+    options: dict[str, Any] = {"host": host, "port": port, "access_log": False,
+                               "log_level": "info", "server_header": False,
+                               "timeout_graceful_shutdown": 10}
+    if workers <= 1:
+        uvicorn.run(create_app(runtime), **options)
+        return
+    # Several processes: each opens the archive from the environment; jobs interrupted by
+    # the last server are requeued here, once, before any worker's runner starts.
+    runtime.jobs.requeue_interrupted()
+    os.environ["IMAGEBANK_DATA"] = str(archive.settings.data.resolve())
+    uvicorn.run("imagebank.api.server:worker_app", factory=True, workers=workers, **options)

@@ -591,13 +591,16 @@ def serve(
     demo_admin: Annotated[bool, typer.Option(
         "--demo-admin", help="Create (or reset) user 'admin' with a new random password and "
         "print it; loopback only.")] = False,
+    workers: Annotated[int | None, typer.Option(
+        help="Server processes (IMAGEBANK_SERVER_WORKERS; default 1).")] = None,
 ) -> None:
     """Run the server: REST API under /api/v1, its documentation at /api/docs."""
     from imagebank.api.server import serve_archive
 
     archive = state.open()
     serve_archive(archive, host=host or archive.settings.host,
-                  port=port or archive.settings.port, demo_admin=demo_admin, console=err)
+                  port=port or archive.settings.port, demo_admin=demo_admin, console=err,
+                  workers=workers)
 
 
 def main() -> None:

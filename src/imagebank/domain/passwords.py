@@ -48,6 +48,23 @@ _KEYBOARD_ROWS = (
     "01234567890",
 )
 _EDGE = re.compile(r"^[\W\d_]+|[\W\d_]+$")
+_SYMBOLS = re.compile(r"^[\W_]+|[\W_]+$")
+_ENDS = re.compile(r"([\W\d_]*)(.*?)([\W\d_]*)", re.DOTALL)
+#: How many of the digits and symbols at an end may belong to a listed word ("trustno1").
+_KEEP = 4
+
+
+def _cores(folded: str) -> set[str]:
+    """``folded`` without the digits and punctuation added at its ends, cut at each of the
+    last few positions, so that "trustno1-2024" gives "trustno1" as well as "trustno"."""
+    match = _ENDS.fullmatch(folded)
+    assert match is not None  # every string matches
+    head, middle, tail = match.groups()
+    cores = {head[len(head) - i:] + middle + tail[:j]
+             for i in range(min(len(head), _KEEP) + 1)
+             for j in range(min(len(tail), _KEEP) + 1)}
+    cores.add(_SYMBOLS.sub("", folded))  # "12345678!!!!" gives "12345678"
+    return cores
 
 
 def _is_run(text: str) -> bool:
@@ -77,9 +94,11 @@ def password_problem(password: str, username: str = "") -> str | None:
     folded = password.casefold()
     core = _EDGE.sub("", folded)
     compact = re.sub(r"\s+", "", folded)
-    if folded in BLOCK_LIST or core in BLOCK_LIST or compact in BLOCK_LIST:
+    if folded in BLOCK_LIST or compact in BLOCK_LIST or not BLOCK_LIST.isdisjoint(
+            _cores(folded)):
         return "That password is one of the most common ones; choose another."
-    if len(set(folded)) <= 2:
+    letters = set(re.sub(r"[\W_]+", "", folded))  # letters and digits ("121212121212!")
+    if len(set(folded)) <= 2 or 0 < len(letters) <= 2:
         return "A password cannot be one or two characters repeated."
     if _is_run(compact) or _is_run(core):
         return "A password cannot be a run of keys or letters; choose another."

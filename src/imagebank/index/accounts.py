@@ -28,13 +28,14 @@ def _public_user(user: User) -> dict[str, Any]:
 # -- users ----------------------------------------------------------------------------------
 def add_user(session: Session, user_id: str, username: str, password_hash: str,
              is_admin: bool) -> bool:
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
     result = session.execute(
         _insert(session, User).values(
             id=user_id, username=username, password_hash=password_hash, is_admin=is_admin,
             is_active=True, created_at=now(),
-        ).on_conflict_do_nothing()
+        ).on_conflict_do_nothing().returning(User.id)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return result.first() is not None
 
 
 def user_by_name(session: Session, username: str) -> User | None:

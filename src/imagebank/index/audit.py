@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from imagebank.index.repo import _row
@@ -29,9 +29,14 @@ def append(session: Session, rows: list[dict[str, Any]], seal: Sealer) -> None:
     session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=digest))
 
 
-def head(session: Session) -> tuple[int, str]:
+def head(session: Session) -> tuple[int, str] | None:
+    """The chain's head (seq, hash); None when its record is gone (it was deleted)."""
     row = session.get(AuditHead, 1)
-    return (0, "0" * 64) if row is None else (int(row.seq), row.hash)
+    return None if row is None else (int(row.seq), row.hash)
+
+
+def last_seq(session: Session) -> int:
+    return int(session.scalar(select(func.coalesce(func.max(AuditEvent.seq), 0))) or 0)
 
 
 def iter_events(session: Session, upto: int, batch: int = 5000) -> Iterator[dict[str, Any]]:

@@ -77,10 +77,11 @@ def get_or_create_id_key(session: Session) -> bytes:
 # -- projects -----------------------------------------------------------------------------
 def add_project(session: Session, project_id: str, name: str, description: str = "") -> bool:
     """Add a project; False if it already exists."""
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
     stmt = _insert(session, Project).values(
         id=project_id, name=name, description=description, created_at=now()
-    ).on_conflict_do_nothing()
-    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    ).on_conflict_do_nothing().returning(Project.id)
+    return session.execute(stmt).first() is not None
 
 
 def get_project(session: Session, project_id: str) -> dict[str, Any] | None:

@@ -75,11 +75,18 @@ class Accounts:
         self.sessions = sessions
         self.settings = settings
         self.hasher = PasswordHasher()
-        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        self._dummy: str | None = None
         self._csrf_key = hmac.new(settings.secret_key.get_secret_value().encode(),
                                   b"imagebank csrf v1", hashlib.sha256).digest()
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def _dummy_hash(self) -> str:
+        """What an unknown user's password is checked against (so that the answer takes as
+        long); made on first use, not by every command that builds the services."""
+        if self._dummy is None:
+            self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+        return self._dummy
 
     # -- users ------------------------------------------------------------------------------
     @staticmethod
@@ -120,6 +127,11 @@ class Accounts:
             raise NotFoundError(f"No user {username!r}.")
         return user
 
+    def user_id_of(self, username: str) -> str | None:
+        with self.sessions.begin() as session:
+            user = sql.user_by_name(session, username.strip().lower()[:64])
+            return None if user is None else str(user.id)
+
     def get_user(self, username: str) -> dict[str, Any]:
         with self.sessions.begin() as session:
             return self._public(session, self._user(session, username))
@@ -158,12 +170,24 @@ class Accounts:
             if not sql.project_exists(session, project_id):
                 raise NotFoundError(f"No project {project_id!r}.")
             user = self._user(session, username)
+            if parsed is not Role.OWNER:
+                self._keep_an_owner(session, project_id, user)
             sql.set_role(session, project_id, user.id, parsed.value, by)
         return {"project_id": project_id, "username": user.username, "role": parsed.value}
+
+    @staticmethod
+    def _keep_an_owner(session: Session, project_id: str, user: Any) -> None:
+        """A project keeps at least one owner: someone must be able to manage it."""
+        roles = sql.project_members(session, project_id)
+        owners = [m["username"] for m in roles if m["role"] == Role.OWNER.value]
+        if owners == [user.username]:
+            raise ConflictError(f"{user.username!r} is the only owner of project "
+                                f"{project_id!r}; make someone else owner first.")
 
     def revoke(self, project_id: str, username: str) -> None:
         with self.sessions.begin() as session:
             user = self._user(session, username)
+            self._keep_an_owner(session, project_id, user)
             if not sql.remove_role(session, project_id, user.id):
                 raise NotFoundError(f"{username!r} has no role on project {project_id!r}.")
 
@@ -278,7 +302,8 @@ class Accounts:
             user = sql.user_by_name(session, name)
         ok = False
         try:
-            ok = self.hasher.verify(user.password_hash if user else self._dummy_hash, password)
+            ok = self.hasher.verify(user.password_hash if user else self._dummy_hash(),
+                                    password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
         ok = ok and user is not None and user.is_active

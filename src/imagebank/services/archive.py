@@ -223,8 +223,12 @@ class Archive:
             if parent_id != project:
                 raise InvalidInputError("A project-level resource's parent is the project.")
         else:
-            parent = self.get(level, parent_id)
-            if parent.get("project_id") != project:
+            try:
+                parent: dict[str, Any] | None = self.get(level, parent_id)
+            except NotFoundError:
+                parent = None
+            # the same words whether the parent is missing or in another project
+            if parent is None or parent.get("project_id") != project:
                 raise NotFoundError(f"No {level} {parent_id} in project {project!r}.")
         safe_name = os.path.basename(name).strip() or "resource"
         resource_id = uuid.uuid4().hex

@@ -128,9 +128,15 @@ class AuditLog:
         """Walk the whole chain: finds edited, inserted and deleted events."""
         verifier = ChainVerifier(self.keys)
         with self.sessions.begin() as session:
-            head_seq, head_hash = sql.head(session)
-            for count, event in enumerate(sql.iter_events(session, head_seq), 1):
+            head = sql.head(session)
+            upto = head[0] if head is not None else sql.last_seq(session)
+            for count, event in enumerate(sql.iter_events(session, upto), 1):
                 verifier.feed(event)
                 if progress is not None and count % 10_000 == 0:
                     progress(count)
-        return verifier.finish(head_seq, head_hash)
+        if head is None:
+            verifier.report.problems.append(
+                "the record of the chain's head is missing (deleted), so events at the end "
+                "may have been deleted too")
+            return verifier.report
+        return verifier.finish(*head)

@@ -105,7 +105,8 @@ class Jobs:
 
     def spool_path(self, job_id: str) -> Path:
         self.spool.mkdir(parents=True, exist_ok=True)
-        return self.spool / f"{job_id}.upload"
+        # ".zip": the ingest recognises archives by their extension (ingest.sources).
+        return self.spool / f"{job_id}.zip"
 
     def get(self, job_id: str) -> dict[str, Any]:
         with self.archive.sessions.begin() as session:
@@ -138,11 +139,19 @@ class Jobs:
         return path
 
     # -- the runner -------------------------------------------------------------------------
-    def start(self) -> None:
+    def requeue_interrupted(self) -> int:
+        """Jobs left running by a server that stopped go back to the queue."""
         with self.archive.sessions.begin() as session:
             requeued = sql.requeue_running(session)
         if requeued:
             log.info("requeued %d jobs left running by the last server", requeued)
+        return requeued
+
+    def start(self, *, requeue: bool = True) -> None:
+        """Start the runner thread; ``requeue`` first (only the first process of a server
+        may: another one's running jobs are not interrupted)."""
+        if requeue:
+            self.requeue_interrupted()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="imagebank-jobs", daemon=True)
         self._thread.start()
@@ -203,7 +212,7 @@ class Jobs:
     # -- kinds of job -----------------------------------------------------------------------
     def _run_import(self, context: JobContext) -> dict[str, Any]:
         job = context.job
-        path = self.spool / f"{job['id']}.upload"
+        path = self.spool_path(job["id"])
         if not path.exists():
             raise NotFoundError("The uploaded file of this import is no longer in the spool.")
         total = path.stat().st_size
@@ -238,4 +247,5 @@ class Jobs:
             out.flush()
             os.fsync(out.fileno())
         partial.replace(final)
+        context.progress(len(rows), len(rows), "written", force=True)
         return {"file": final.name, "size_bytes": written, "instances": len(rows)}

@@ -24,10 +24,10 @@ class Runtime:
                    audit=AuditLog(archive.sessions, archive.settings),
                    jobs=Jobs(archive))
 
-    def start(self, *, run_jobs: bool = True) -> None:
+    def start(self, *, run_jobs: bool = True, requeue: bool = True) -> None:
         self.audit.start()
         if run_jobs:
-            self.jobs.start()
+            self.jobs.start(requeue=requeue)
 
     def stop(self) -> None:
         self.jobs.stop()
