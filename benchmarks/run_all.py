@@ -2,7 +2,7 @@
 Orthanc, peak memory of an ingest against corpus size, study search on a large index, REST
 upload against Orthanc's, and study listing through the server.
 
-    python benchmarks/run_all.py            # full sizes (docs/benchmarks.md): ~4 min once cached
+    python benchmarks/run_all.py            # full sizes (docs/benchmarks.md): ~15 min once cached
     python benchmarks/run_all.py --smoke    # tiny sizes, < 2 min: run by `make test`
 
 Exit status: 0 when every benchmark ran and checked its own result (e.g. that every instance

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +76,25 @@ def upgrade(engine: Engine) -> None:
 
 def has_schema(engine: Engine) -> bool:
     return inspect(engine).has_table("projects")
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def write_gate(bind: Any) -> AbstractContextManager[Any]:
+    """Serialise this process's write transactions on a SQLite index.
+
+    SQLite has one writer at a time, and a writer that finds the database locked sleeps in
+    its busy handler (1, 2, 5, 10 ms ...): two threads committing at once (an upload and the
+    audit writer) would each wait milliseconds for nothing. A lock in the process wakes the
+    next writer the moment the last one commits. PostgreSQL needs no such thing.
+    """
+    engine = getattr(bind, "engine", bind)
+    if not isinstance(engine, Engine) or engine.dialect.name != "sqlite":
+        return nullcontext()
+    with _LOCKS_GUARD:
+        lock = _WRITE_LOCKS.get(engine)
+        if lock is None:
+            lock = _WRITE_LOCKS[engine] = threading.Lock()
+    return lock

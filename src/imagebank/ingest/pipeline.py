@@ -38,6 +38,7 @@ from imagebank.domain.model import (
     attributes_at,
 )
 from imagebank.index import repo
+from imagebank.index.engine import write_gate
 from imagebank.ingest.sources import Source, SourceProblem
 from imagebank.ingest.worker import (
     Parsed,
@@ -184,7 +185,7 @@ class Committer:
                 "metadata_json": p.metadata_json, "oddities": ",".join(p.oddities),
             })
 
-        with self.sessions.begin() as session:
+        with write_gate(self.sessions.kw["bind"]), self.sessions.begin() as session:
             inserted, mismatched = repo.add_instances(
                 session, list(subjects.values()), list(studies.values()),
                 list(series.values()), instances)

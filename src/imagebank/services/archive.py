@@ -49,6 +49,7 @@ class Archive:
         with self.sessions.begin() as session:
             self._id_key = repo.get_or_create_id_key(session)
         self.ids = IdDeriver(self._id_key)
+        self._known_projects: set[str] = set()
 
     @classmethod
     def open(cls, data: str | os.PathLike[str] | None = None, *,
@@ -95,6 +96,7 @@ class Archive:
         return project
 
     def ensure_project(self, project_id: str) -> dict[str, Any]:
+        """The project's row; NotFoundError with what to do if there is none."""
         with self.sessions.begin() as session:
             project = repo.get_project(session, project_id)
         if project is None:
@@ -105,8 +107,14 @@ class Archive:
         return project
 
     def has_project(self, project_id: str) -> bool:
+        """Does the project exist? (Projects are never deleted, so a yes is remembered.)"""
+        if project_id in self._known_projects:
+            return True
         with self.sessions.begin() as session:
-            return repo.get_project(session, project_id) is not None
+            found = repo.get_project(session, project_id) is not None
+        if found:
+            self._known_projects.add(project_id)
+        return found
 
     def projects(self) -> list[dict[str, Any]]:
         with self.sessions.begin() as session:
@@ -155,7 +163,8 @@ class Archive:
     def store_objects(self, items: Sequence[tuple[bytes, str]], project: str
                       ) -> tuple[IngestSummary, list[str]]:
         """As ``ingest_bytes``, also returning the IDs of the instances stored."""
-        self.ensure_project(project)
+        if not self.has_project(project):
+            self.ensure_project(project)  # raises with the message
         parser = Parser(self._worker_config(project), self.store)
         committer = Committer(self.sessions, self.store, project)
         report = committer.commit([parser.parse_bytes(data, label) for data, label in items])

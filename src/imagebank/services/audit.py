@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from imagebank.domain.audit import ChainReport, ChainVerifier, audit_key, seal
 from imagebank.domain.errors import StorageError
 from imagebank.index import audit as sql
+from imagebank.index.engine import write_gate
 from imagebank.settings import Settings
 
 log = logging.getLogger("imagebank.audit")
@@ -60,7 +61,7 @@ class AuditLog:
             return seal(self.key, rows, prev_seq, prev_hash)
 
         try:
-            with self.sessions.begin() as session:
+            with write_gate(self.sessions.kw["bind"]), self.sessions.begin() as session:
                 sql.append(session, rows, sealer)
         except SQLAlchemyError as exc:
             raise StorageError("The audit trail could not be written.") from exc
