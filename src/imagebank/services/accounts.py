@@ -53,10 +53,6 @@ FIRST_LOCK_SECONDS = 30
 MAX_LOCK_SECONDS = 15 * 60
 #: A token's last use is written at most this often (a write per request would be costly).
 TOUCH_INTERVAL = 60.0
-#: A token's principal is remembered this long (seconds). A change made in this process
-#: (revocation, disabling, a role) forgets them all at once; one made by another process
-#: takes effect within this time.
-PRINCIPAL_TTL = 2.0
 
 
 def _sha256(value: str) -> str:
@@ -84,12 +80,7 @@ class Accounts:
                                   b"imagebank csrf v1", hashlib.sha256).digest()
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._principals: dict[str, tuple[float, str, Principal, datetime | None]] = {}
 
-    def forget_principals(self) -> None:
-        """Drop remembered token principals (after any change to users, roles, tokens)."""
-        with self._lock:
-            self._principals.clear()
 
     def _dummy_hash(self) -> str:
         """What an unknown user's password is checked against (so that the answer takes as
@@ -157,7 +148,6 @@ class Accounts:
             user = self._user(session, username)
             sql.set_password(session, user.id, self._hash_password(password, user.username))
             sql.end_user_sessions(session, user.id)
-        self.forget_principals()
 
     def set_active(self, username: str, active: bool) -> None:
         with self.sessions.begin() as session:
@@ -165,7 +155,6 @@ class Accounts:
             sql.set_active(session, user.id, active)
             if not active:
                 sql.end_user_sessions(session, user.id)
-        self.forget_principals()
 
     def has_admin(self) -> bool:
         with self.sessions.begin() as session:
@@ -185,7 +174,6 @@ class Accounts:
             if parsed is not Role.OWNER:
                 self._keep_an_owner(session, project_id, user)
             sql.set_role(session, project_id, user.id, parsed.value, by)
-        self.forget_principals()
         return {"project_id": project_id, "username": user.username, "role": parsed.value}
 
     @staticmethod
@@ -203,7 +191,6 @@ class Accounts:
             self._keep_an_owner(session, project_id, user)
             if not sql.remove_role(session, project_id, user.id):
                 raise NotFoundError(f"{username!r} has no role on project {project_id!r}.")
-        self.forget_principals()
 
     def members(self, project_id: str) -> list[dict[str, Any]]:
         with self.sessions.begin() as session:
@@ -257,7 +244,6 @@ class Accounts:
             if token is None or (owner_id is not None and token.user_id != owner_id):
                 raise NotFoundError(f"No token {token_id!r}.")
             sql.revoke_token(session, token_id)
-        self.forget_principals()
 
     def _principal(self, session: Session, user: Any, scopes: frozenset[Scope] | None,
                    token_id: str | None) -> Principal:
@@ -272,13 +258,6 @@ class Accounts:
         token_id, secret = match.groups()
         stamp = utcnow()
         digest = _sha256(secret)
-        with self._lock:
-            cached = self._principals.get(token_id)
-        if cached is not None:
-            until, cached_digest, cached_principal, expires_at = cached
-            if (time.monotonic() < until and hmac.compare_digest(cached_digest, digest)
-                    and (expires_at is None or expires_at > stamp)):
-                return cached_principal
         with self.sessions.begin() as session:
             row = sql.get_token(session, token_id)
             if row is None or not hmac.compare_digest(row.secret_hash, digest):
@@ -293,11 +272,6 @@ class Accounts:
             principal = self._principal(session, user, scopes, token_id)
             if self._should_touch(token_id):
                 sql.touch_token(session, token_id, stamp)
-        with self._lock:
-            if len(self._principals) > 10_000:
-                self._principals.clear()
-            self._principals[token_id] = (time.monotonic() + PRINCIPAL_TTL, digest, principal,
-                                          expires)
         return principal
 
     def _should_touch(self, key: str) -> bool:
