@@ -193,6 +193,8 @@ class Jobs:
                 raise ImagebankError(f"No handler for jobs of kind {job['kind']!r}.")
             result = handler(context)
         except Cancelled:
+            # What an import stored stays stored; its upload is not needed any more.
+            (self.spool / f"{job['id']}.zip").unlink(missing_ok=True)
             return True
         except ImagebankError as exc:
             self._finish(job["id"], "failed", error=exc.message)
