@@ -60,9 +60,11 @@ def _cores(folded: str) -> set[str]:
     match = _ENDS.fullmatch(folded)
     assert match is not None  # every string matches
     head, middle, tail = match.groups()
-    cores = {head[len(head) - i:] + middle + tail[:j]
-             for i in range(min(len(head), _KEEP) + 1)
-             for j in range(min(len(tail), _KEEP) + 1)}
+    cores = {
+        head[len(head) - i :] + middle + tail[:j]
+        for i in range(min(len(head), _KEEP) + 1)
+        for j in range(min(len(tail), _KEEP) + 1)
+    }
     cores.add(_SYMBOLS.sub("", folded))  # "12345678!!!!" gives "12345678"
     return cores
 
@@ -94,8 +96,7 @@ def password_problem(password: str, username: str = "") -> str | None:
     folded = password.casefold()
     core = _EDGE.sub("", folded)
     compact = re.sub(r"\s+", "", folded)
-    if folded in BLOCK_LIST or compact in BLOCK_LIST or not BLOCK_LIST.isdisjoint(
-            _cores(folded)):
+    if folded in BLOCK_LIST or compact in BLOCK_LIST or not BLOCK_LIST.isdisjoint(_cores(folded)):
         return "That password is one of the most common ones; choose another."
     letters = set(re.sub(r"[\W_]+", "", folded))  # letters and digits ("121212121212!")
     if len(set(folded)) <= 2 or 0 < len(letters) <= 2:
