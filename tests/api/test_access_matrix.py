@@ -569,6 +569,12 @@ def test_a_tokens_scopes_limit_what_its_user_may_do(matrix: Ctx) -> None:
                  "/audit"):
         response = client.get(f"{alpha}{path}", headers=write)
         assert response.status_code == 403, path
+    # ... nor the names of its projects, its jobs or its own user (routes for anyone signed in)
+    for path in ("/projects", "/jobs", "/me", "/me/tokens"):
+        response = client.get(f"{V1}{path}", headers=write)
+        assert response.status_code == 403, path
+        assert "alpha" not in response.text
+    assert client.get(f"{V1}/projects", headers=read).json()[0]["counts"]["studies"] == 2
     assert client.post(f"{alpha}/resources", headers=write, **note).status_code == 201
 
     # an outsider's scoped token still cannot learn that alpha exists

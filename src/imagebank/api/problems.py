@@ -104,9 +104,7 @@ def _describe_errors(document: dict[str, Any], labels: dict[tuple[str, str], str
                 operation["security"] = [{"token": []}, {"session": []}]
             statuses = set()
             if label != "public":
-                statuses.add(401)
-                if label != "signed_in" or method not in ("get", "head"):
-                    statuses.add(403)
+                statuses.update((401, 403))  # 403: a role, a token's scopes, or CSRF
             if label.startswith("project:"):
                 statuses.add(404)
             if "requestBody" in operation:  # a body that is not what the operation takes

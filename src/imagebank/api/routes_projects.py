@@ -43,7 +43,10 @@ def list_projects(request: Request) -> list[dict[str, Any]]:
     for row in rows:
         if visible is None or row["id"] in visible:
             role = principal.roles.get(row["id"])
-            out.append({**row, "role": role.value if role else None})
+            counts = {name: int(row.get(name) or 0)
+                      for name in ("subjects", "studies", "series", "instances")}
+            counts["bytes"] = int(row.get("size_bytes") or 0)
+            out.append({**row, "role": role.value if role else None, "counts": counts})
     return out
 
 

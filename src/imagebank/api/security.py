@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import Depends, Path, Request
 
-from imagebank.domain.access import Permission, Principal
+from imagebank.domain.access import Permission, Principal, Scope
 from imagebank.domain.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from imagebank.services.runtime import Runtime
 
@@ -93,7 +93,12 @@ def _public(request: Request) -> None:
 
 
 def _signed_in(request: Request) -> Principal:
-    return _require(request)
+    principal = _require(request)
+    # A token without the read scope reads nothing, not even the list of its projects.
+    if (request.method in SAFE_METHODS and principal.scopes is not None
+            and Scope.READ not in principal.scopes):
+        raise PermissionDeniedError("This token's scopes do not include 'read'.")
+    return principal
 
 
 def _administrator(request: Request) -> Principal:
