@@ -102,7 +102,7 @@ def _describe_errors(document: dict[str, Any], labels: dict[tuple[str, str], str
             label = labels.get((path, method), "public")
             if label != "public":
                 operation["security"] = [{"token": []}, {"session": []}]
-            statuses = set()
+            statuses: set[int] = set()
             if label != "public":
                 statuses.update((401, 403))  # 403: a role, a token's scopes, or CSRF
             if label.startswith("project:"):
