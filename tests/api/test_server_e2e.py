@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -434,3 +435,45 @@ def test_the_openapi_document_is_served(tmp_path: Path,
     docs = requests.get(server.url + "/api/docs", timeout=30)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert server.stop()
+
+
+def test_two_server_processes_share_one_audit_chain(
+        tmp_path: Path, server_factory: Callable[[dict[str, str]], Server]) -> None:
+    """`serve --workers 2`: concurrent uploads land in both processes; every request is
+    audited once and the chain the two processes wrote together verifies."""
+    env = server_env(tmp_path / "data")
+    token = add_admin(env)
+    server = server_factory(env)
+    server.start("--workers", "2")
+    assert server.post("/projects", token, json={"id": "multi"}).status_code == 201
+    files = [f for patient in range(4) for f in study_files(patient, 5)]
+    statuses: list[int] = []
+
+    def upload(part: list[bytes]) -> None:
+        with requests.Session() as session:
+            for blob in part:
+                response = session.post(
+                    server.url + API + "/projects/multi/instances", data=blob, timeout=60,
+                    headers={"Authorization": f"Bearer {token}",
+                             "Content-Type": "application/dicom"})
+                statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=upload, args=(files[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * len(files)
+    counts = server.get("/projects/multi", token).json()["counts"]
+    assert counts["instances"] == len(files)
+    server.stop()
+    pids = set(re.findall(r"Started server process \[(\d+)\]", server.log()))
+    assert len(pids) == 2, server.log()[-2000:]
+    verified = imagebank("audit", "verify", "--json", env=env)
+    report = json.loads(verified.stdout)
+    assert report["ok"] is True
+    # project creation, the uploads and the project summary (the CLI adds its own events)
+    uploads = [e for e in json.loads(imagebank("audit", "ls", "--project", "multi", "--limit",
+                                               "1000", "--json", env=env).stdout)
+               if e["route"] == API + "/projects/{project}/instances"]
+    assert len(uploads) == len(files)
