@@ -122,7 +122,7 @@ def test_upload_one_file_then_duplicate_conflict_garbage_and_wrong_type(
 
     wrong = client.post(f"{ALPHA}/instances", content=data,
                         headers={**owner, "Content-Type": "image/png"})
-    assert wrong.status_code == 400
+    assert wrong.status_code == 415
     assert problem(wrong)["code"] == "unsupported_media_type"
 
 

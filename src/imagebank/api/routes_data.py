@@ -28,7 +28,11 @@ from imagebank.api.schemas import (
 )
 from imagebank.api.security import API_PREFIX, project_access, runtime_of, set_audit
 from imagebank.domain.access import Permission
-from imagebank.domain.errors import InvalidInputError, NotFoundError
+from imagebank.domain.errors import (
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedMediaTypeError,
+)
 from imagebank.domain.model import IngestSummary
 from imagebank.services.archive import Archive
 from imagebank.services.exports import iter_zip
@@ -319,8 +323,8 @@ async def upload(request: Request, project: str) -> Any:
     archive = runtime_of(request).archive
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in ("application/dicom", "application/zip", "application/octet-stream"):
-        raise InvalidInputError("Send application/dicom (one file) or application/zip.",
-                                code="unsupported_media_type")
+        raise UnsupportedMediaTypeError(
+            "Send application/dicom (one file) or application/zip.")
     body = await receive_body(request, archive.settings.max_object_size)
     if isinstance(body, FilePath) or media == "application/zip":
         summary, ids = await run_in_threadpool(_ingest_file, archive, body, project,

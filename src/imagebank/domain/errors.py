@@ -47,6 +47,13 @@ class InvalidInputError(ImagebankError):
     status = 400
 
 
+class UnsupportedMediaTypeError(InvalidInputError):
+    """The request's body is of a type this address does not take."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
 class StorageError(ImagebankError):
     code = "storage"
     status = 503
