@@ -18,7 +18,7 @@ venv: $(BIN)/.installed
 
 run: venv
 	$(BIN)/imagebank demo --shared $(SHARED)
-	$(BIN)/imagebank serve --demo-admin
+	$(BIN)/imagebank serve --demo-admin --dicom-port 11112
 
 openapi: venv
 	$(BIN)/python scripts/update_openapi_snapshot.py

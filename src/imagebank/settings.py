@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     server_workers: int = Field(
         default=1, ge=1, le=64,
         description="Processes `imagebank serve` runs (each with its threads).")
+    dicom_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Port of the DICOM listener `imagebank serve` also starts (unset: none).")
+    dicom_ae_title: str = Field(default="IMAGEBANK", min_length=1, max_length=16,
+                                description="The DICOM listener's own AE title.")
     cookie_secure: bool = Field(
         default=True,
         description="Mark the session cookie Secure (browsers still send it to "

@@ -70,11 +70,8 @@ def worker_app() -> Any:
 
 
 def serve_archive(archive: Archive, *, host: str, port: int, demo_admin: bool = False,
-                  console: Any = None, workers: int | None = None) -> None:
-    import uvicorn
-
-    from imagebank.api.app import create_app
-
+                  console: Any = None, workers: int | None = None,
+                  dicom_port: int | None = None) -> None:
     workers = workers or archive.settings.server_workers
     runtime = Runtime.for_archive(archive)
     if demo_admin and not is_loopback(host):
@@ -88,6 +85,32 @@ def serve_archive(archive: Archive, *, host: str, port: int, demo_admin: bool = 
         if password:
             console.print(f"administrator: [bold]{DEMO_ADMIN}[/]  password: [bold]{password}"
                           "[/]", highlight=False)
+    dicom_port = dicom_port if dicom_port is not None else archive.settings.dicom_port
+    listener = None
+    if dicom_port is not None:
+        # In the first process only: one listener per port (its associations are threads).
+        from imagebank.dimse.scp import DicomListener
+
+        runtime.audit.start()
+        listener = DicomListener(runtime, host, dicom_port, archive.settings.dicom_ae_title)
+        listener.start()
+        if console is not None:
+            console.print(f"DICOM listener {archive.settings.dicom_ae_title} on "
+                          f"{host}:{listener.port}", highlight=False)
+    try:
+        _run_uvicorn(archive, runtime, host, port, workers)
+    finally:
+        if listener is not None:
+            listener.stop()
+            runtime.audit.stop()
+
+
+def _run_uvicorn(archive: Archive, runtime: Runtime, host: str, port: int,
+                 workers: int) -> None:
+    import uvicorn
+
+    from imagebank.api.app import create_app
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # uvicorn's access log would print query strings (a PatientID search): ours does not.
     options: dict[str, Any] = {"host": host, "port": port, "access_log": False,

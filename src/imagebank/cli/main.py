@@ -103,10 +103,82 @@ def project_create(
     project_id: Annotated[str, typer.Argument(help="Short ID: lowercase letters, digits, - _")],
     name: Annotated[str | None, typer.Option(help="A readable name.")] = None,
     description: Annotated[str, typer.Option(help="What the project is for.")] = "",
+    ae_title: Annotated[str | None, typer.Option(
+        "--ae-title", help="Called AE title whose C-STOREs land in this project.")] = None,
 ) -> None:
     """Create a project."""
-    project = state.open().create_project(project_id, name, description)
-    out.print(f"Created project {project['id']}.")
+    from imagebank.services.nodes import Nodes, check_ae_title
+
+    archive = state.open()
+    title = check_ae_title(ae_title) if ae_title else None  # refused before anything is made
+    project = archive.create_project(project_id, name, description)
+    if title:
+        Nodes(archive.sessions).set_ae_title(project_id, title)
+    out.print(f"Created project {project['id']}"
+              + (f" (AE title {escape(title)})." if title else "."))
+
+
+@project_app.command("ae")
+def project_ae(
+    project_id: Annotated[str, typer.Argument(help="Project ID.")],
+    ae_title: Annotated[str | None, typer.Argument(
+        help="The called AE title for it; omit to show the current one.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove its AE title.")] = False,
+) -> None:
+    """Show or set the called AE title that routes C-STOREs to a project."""
+    from imagebank.services.nodes import Nodes
+
+    archive = state.open()
+    archive.ensure_project(project_id)
+    nodes = Nodes(archive.sessions)
+    if clear or ae_title:
+        nodes.set_ae_title(project_id, None if clear else ae_title)
+        _cli_audit(_runtime(), "set_ae_title", project=project_id)
+    title = nodes.ae_title(project_id)
+    out.print(f"{escape(project_id)}: AE title {escape(title) if title else '(none)'}")
+
+
+@project_app.command("allow")
+def project_allow(
+    project_id: Annotated[str, typer.Argument(help="Project ID.")],
+    calling_ae: Annotated[str, typer.Argument(help="Calling AE title of the sender.")],
+    host: Annotated[str, typer.Option(help="Only from this address (default: any).")] = "",
+) -> None:
+    """Accept associations from a calling AE title (optionally from one address only)."""
+    from imagebank.services.nodes import Nodes
+
+    archive = state.open()
+    Nodes(archive.sessions).allow(project_id, calling_ae, host)
+    _cli_audit(_runtime(), "allow_ae", project=project_id)
+    out.print(f"{escape(project_id)} accepts {escape(calling_ae.strip())}"
+              + (f" from {escape(host)}." if host else " from any address."))
+
+
+@project_app.command("disallow")
+def project_disallow(project_id: Annotated[str, typer.Argument(help="Project ID.")],
+                     calling_ae: Annotated[str, typer.Argument(help="Calling AE title.")]
+                     ) -> None:
+    """Stop accepting a calling AE title."""
+    from imagebank.services.nodes import Nodes
+
+    Nodes(state.open().sessions).disallow(project_id, calling_ae)
+    _cli_audit(_runtime(), "disallow_ae", project=project_id)
+    out.print(f"{escape(project_id)} no longer accepts {escape(calling_ae.strip())}.")
+
+
+@project_app.command("callers")
+def project_callers(project_id: Annotated[str | None, typer.Argument(
+                        help="Project ID (default: all).")] = None,
+                    as_json: JsonOption = False) -> None:
+    """List the calling AE titles each project accepts."""
+    from imagebank.services.nodes import Nodes
+
+    rows = Nodes(state.open().sessions).callers(project_id)
+    if as_json:
+        _print_json(rows)
+        return
+    _table(rows, [("project_id", "project"), ("ae_title", "calling AE"), ("host", "from")],
+           "Accepted calling AE titles")
 
 
 @project_app.command("list")
@@ -583,6 +655,35 @@ def audit_ls(
 
 
 @app.command()
+def scp(
+    host: Annotated[str | None, typer.Option(help="Address (default IMAGEBANK_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(
+        help="Port (default IMAGEBANK_DICOM_PORT or 11112).")] = None,
+    ae_title: Annotated[str | None, typer.Option(
+        "--ae-title", help="The listener's own AE title (IMAGEBANK_DICOM_AE_TITLE).")] = None,
+) -> None:
+    """Run the DICOM listener alone (C-ECHO, C-STORE) until interrupted."""
+    import threading
+
+    from imagebank.dimse.scp import DicomListener
+
+    runtime = _runtime()
+    settings = runtime.archive.settings
+    listener = DicomListener(runtime, host or settings.host,
+                             port if port is not None else (settings.dicom_port or 11112),
+                             ae_title or settings.dicom_ae_title)
+    runtime.start(run_jobs=False)
+    listener.start()
+    err.print(f"DICOM listener {escape(listener.ae.ae_title)} on {listener.host}:"
+              f"{listener.port}; Ctrl-C stops it.", highlight=False)
+    try:
+        threading.Event().wait()
+    finally:
+        listener.stop()
+        runtime.stop()
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (IMAGEBANK_HOST; "
                                              "default 127.0.0.1).")] = None,
@@ -593,6 +694,8 @@ def serve(
         "print it; loopback only.")] = False,
     workers: Annotated[int | None, typer.Option(
         help="Server processes (IMAGEBANK_SERVER_WORKERS; default 1).")] = None,
+    dicom_port: Annotated[int | None, typer.Option(
+        help="Also run the DICOM listener on this port (IMAGEBANK_DICOM_PORT).")] = None,
 ) -> None:
     """Run the server: REST API under /api/v1, its documentation at /api/docs."""
     from imagebank.api.server import serve_archive
@@ -600,7 +703,7 @@ def serve(
     archive = state.open()
     serve_archive(archive, host=host or archive.settings.host,
                   port=port or archive.settings.port, demo_admin=demo_admin, console=err,
-                  workers=workers)
+                  workers=workers, dicom_port=dicom_port)
 
 
 def main() -> None:

@@ -51,6 +51,19 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: The called AE title that routes C-STOREs to this project (unique when set).
+    ae_title: Mapped[str | None] = mapped_column(String(16), unique=True)
+
+
+class CallingAE(Base):
+    """A DICOM node allowed to send to a project: its AE title and, optionally, address."""
+
+    __tablename__ = "calling_aes"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    ae_title: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: "" for any address.
+    host: Mapped[str] = mapped_column(String(64), primary_key=True, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Subject(Base):

@@ -11,6 +11,7 @@ from imagebank.domain.errors import ConflictError
 from imagebank.domain.model import IngestSummary
 from imagebank.ingest.pipeline import Progress
 from imagebank.services.archive import Archive
+from imagebank.services.nodes import Nodes
 
 SYNTHETIC_PROJECT = "demo"
 SHARED_PROJECT = "public-ct"
@@ -23,12 +24,20 @@ def _project(archive: Archive, project_id: str, name: str, description: str) -> 
         pass
 
 
+DEMO_AE_TITLE = "DEMO"
+
+
 def build_demo(archive: Archive, *, studies: int = 6, shared: Path | None = None,
                progress: Progress | None = None) -> dict[str, Any]:
     """Create (or top up) the demo projects; return what each ingest did."""
     result: dict[str, Any] = {}
     _project(archive, SYNTHETIC_PROJECT, "Synthetic demo studies",
              "Generated CT and MR studies of fictional patients.")
+    # C-STORE to AE title DEMO from DCMTK's default calling AE title lands here.
+    nodes = Nodes(archive.sessions)
+    if nodes.ae_title(SYNTHETIC_PROJECT) is None:
+        nodes.set_ae_title(SYNTHETIC_PROJECT, DEMO_AE_TITLE)
+    nodes.allow(SYNTHETIC_PROJECT, "STORESCU")
     with tempfile.TemporaryDirectory(prefix="imagebank-demo-") as tmp:
         folder = Path(tmp)
         for n in range(studies):

@@ -1,0 +1,1 @@
+"""DICOM network services (pynetdicom): C-ECHO and C-STORE, routed by called AE title."""

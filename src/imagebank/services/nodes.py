@@ -1,0 +1,95 @@
+"""DICOM nodes: which project a called AE title stands for, and who may call it.
+
+A project gets a called AE title (``imagebank project ae PROJECT --ae-title LUNG``); a
+C-STORE to that title lands in that project. Each project lists the calling AE titles it
+accepts, optionally with the address they must come from. Everything else is rejected at
+association (decision 0010).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from imagebank.domain.errors import ConflictError, InvalidInputError, NotFoundError
+from imagebank.index import nodes as sql
+from imagebank.index.repo import get_project
+
+#: PS3.5 AE VR: 1-16 characters of the default repertoire, no backslash or control
+#: characters, not all spaces (leading and trailing spaces are not significant).
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+
+
+def check_ae_title(value: str) -> str:
+    title = value.strip()
+    if not title or not _AE_RE.fullmatch(title):
+        raise InvalidInputError(
+            "An AE title is 1-16 printable ASCII characters without a backslash, e.g. "
+            "IMAGEBANK or LUNG_STUDY.")
+    return title
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer to an association request: the project, or why not."""
+
+    project_id: str | None
+    reason: str  # "ok", "called_unknown", "calling_not_allowed"
+
+    @property
+    def ok(self) -> bool:
+        return self.project_id is not None and self.reason == "ok"
+
+
+class Nodes:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def set_ae_title(self, project_id: str, ae_title: str | None) -> None:
+        title = check_ae_title(ae_title) if ae_title else None
+        try:
+            with self.sessions.begin() as session:
+                if get_project(session, project_id) is None:
+                    raise NotFoundError(f"No project {project_id!r}.")
+                sql.set_ae_title(session, project_id, title)
+        except SQLIntegrityError:
+            raise ConflictError(f"Another project already has the AE title {title!r}.") from None
+
+    def ae_title(self, project_id: str) -> str | None:
+        with self.sessions.begin() as session:
+            return sql.ae_title_of(session, project_id)
+
+    def allow(self, project_id: str, ae_title: str, host: str = "") -> None:
+        title = check_ae_title(ae_title)
+        host = host.strip()
+        if len(host) > 64:
+            raise InvalidInputError("A host is an address or name of at most 64 characters.")
+        with self.sessions.begin() as session:
+            if get_project(session, project_id) is None:
+                raise NotFoundError(f"No project {project_id!r}.")
+            sql.allow(session, project_id, title, host)
+
+    def disallow(self, project_id: str, ae_title: str) -> None:
+        with self.sessions.begin() as session:
+            if not sql.disallow(session, project_id, check_ae_title(ae_title)):
+                raise NotFoundError(f"{ae_title!r} is not allowed on project {project_id!r}.")
+
+    def callers(self, project_id: str | None = None) -> list[dict[str, Any]]:
+        with self.sessions.begin() as session:
+            return sql.calling_aes(session, project_id)
+
+    def admit(self, called: str, calling: str, address: str) -> Admission:
+        """May ``calling`` at ``address`` send to the project called ``called``?"""
+        called, calling = called.strip(), calling.strip()
+        with self.sessions.begin() as session:
+            project = sql.project_of_ae(session, called)
+            if project is None:
+                return Admission(None, "called_unknown")
+            for row in sql.calling_aes(session, project):
+                if row["ae_title"] == calling and row["host"] in ("", address):
+                    return Admission(project, "ok")
+        return Admission(project, "calling_not_allowed")
