@@ -444,3 +444,12 @@ def test_open_store_s3(s3_bucket: str, moto_endpoint: str, s3_client: Any) -> No
 def test_open_store_refuses_bad_locations(location: str) -> None:
     with pytest.raises(ConfigurationError):
         open_store(location, s3_endpoint_url="http://127.0.0.1:9")
+
+
+def test_a_staged_object_can_be_read_back_until_it_is_published(store: ObjectStore) -> None:
+    staged = store.stage(b"staged bytes \x00\x01")
+    assert store.read_staged(staged) == b"staged bytes \x00\x01"
+    store.publish([(staged, "p/dicom/aa/bb/readback.dcm")])
+    assert store.get("p/dicom/aa/bb/readback.dcm") == b"staged bytes \x00\x01"
+    with pytest.raises((StorageError, NotFoundError)):
+        store.read_staged(staged)  # published: no longer in the staging area

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from imagebank.cli.progress import IngestProgress, JsonlProgress
-from imagebank.domain.errors import ImagebankError, InvalidInputError, NotFoundError
+from imagebank.domain.errors import ConflictError, ImagebankError, InvalidInputError, NotFoundError
 from imagebank.services.archive import Archive
 
 app = typer.Typer(
@@ -111,9 +111,12 @@ def project_create(
 
     archive = state.open()
     title = check_ae_title(ae_title) if ae_title else None  # refused before anything is made
+    nodes = Nodes(archive.sessions)
+    if title and nodes.project_of(title) is not None:
+        raise ConflictError(f"Another project already has the AE title {title!r}.")
     project = archive.create_project(project_id, name, description)
     if title:
-        Nodes(archive.sessions).set_ae_title(project_id, title)
+        nodes.set_ae_title(project_id, title)
     out.print(f"Created project {project['id']}"
               + (f" (AE title {escape(title)})." if title else "."))
 
@@ -663,6 +666,7 @@ def scp(
         "--ae-title", help="The listener's own AE title (IMAGEBANK_DICOM_AE_TITLE).")] = None,
 ) -> None:
     """Run the DICOM listener alone (C-ECHO, C-STORE) until interrupted."""
+    import signal
     import threading
 
     from imagebank.dimse.scp import DicomListener
@@ -676,6 +680,9 @@ def scp(
     listener.start()
     err.print(f"DICOM listener {escape(listener.ae.ae_title)} on {listener.host}:"
               f"{listener.port}; Ctrl-C stops it.", highlight=False)
+    # SIGTERM (systemd, docker stop, kill) stops it as Ctrl-C does: the associations that
+    # just ended get their audit events written before the process exits.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         threading.Event().wait()
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,10 +94,15 @@ class DicomListener:
                                f"{self.requested_port} ({exc.strerror}).") from None
         log.info("DICOM listener on %s:%d", self.host, self.port)
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening, then wait (up to ``timeout`` in all) for the associations still
+        running: one that just ended may still be writing its audit event."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            deadline = time.monotonic() + timeout
+            for association in server.active_associations:
+                association.join(max(0.0, deadline - time.monotonic()))
 
     # -- events -----------------------------------------------------------------------------
     def _audit(self, *, action: str, project_id: str | None, calling: str, address: str,

@@ -16,6 +16,7 @@ indexes them again. Object keys carry the checksum, so publishing never overwrit
 from __future__ import annotations
 
 import multiprocessing
+import struct
 import time
 import uuid
 from collections import deque
@@ -27,7 +28,8 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from imagebank.domain.errors import StorageError
+from imagebank.dicom.part10 import Truncated, dataset_offset
+from imagebank.domain.errors import ImagebankError, StorageError
 from imagebank.domain.ids import instance_object_key, quarantine_object_key
 from imagebank.domain.model import (
     IngestSummary,
@@ -100,6 +102,7 @@ class Committer:
         quarantine: list[dict[str, Any]] = []
         new: list[Parsed] = []
         seen: dict[str, str] = {}
+        first_staged: dict[str, StagedObject] = {}
         discard: list[StagedObject] = []
 
         def hold(parsed: Parsed, reason: str, message: str, instance_id: str | None = None
@@ -122,7 +125,7 @@ class Committer:
             sha = parsed.staged.sha256
             known = existing.get(parsed.instance_id) or seen.get(parsed.instance_id)
             if known is not None:
-                if known == sha:
+                if known == sha or self._same_dataset(parsed, known, first_staged):
                     discard.append(parsed.staged)
                     summary.add(Outcome.DUPLICATE)
                 else:
@@ -148,6 +151,7 @@ class Committer:
                 continue
             owners[parsed.study_id] = parsed.subject_id
             seen[parsed.instance_id] = sha
+            first_staged[parsed.instance_id] = parsed.staged
             key = instance_object_key(project, parsed.instance_id, sha)
             to_publish.append((parsed.staged, key))
             new.append(parsed)
@@ -227,6 +231,27 @@ class Committer:
             if p.instance_id in inserted:
                 summary.add(Outcome.STORED, size=p.size)
                 report.stored_ids.append(p.instance_id)
+
+    def _same_dataset(self, parsed: Parsed, known_sha: str,
+                      first_staged: dict[str, StagedObject]) -> bool:
+        """Are the new bytes the archived instance's dataset under another file meta header?
+
+        The same instance arrives with different group 0002 elements by different routes
+        (a file's own header; one written by the DICOM listener, which is never sent the
+        sender's): that is a duplicate, not a conflict. Only read on this rare path.
+        """
+        assert parsed.staged is not None
+        try:
+            staged_first = first_staged.get(parsed.instance_id)
+            if staged_first is not None:
+                old = self.store.read_staged(staged_first)
+            else:
+                old = self.store.get(instance_object_key(self.project_id, parsed.instance_id,
+                                                        known_sha))
+            new = self.store.read_staged(parsed.staged)
+            return old[dataset_offset(old):] == new[dataset_offset(new):]
+        except (ImagebankError, Truncated, ValueError, struct.error):
+            return False
 
     def _held_in_place(self, p: Parsed, reason: str, message: str) -> dict[str, Any]:
         """A quarantine row for bytes already published at their instance key."""

@@ -8,6 +8,7 @@ association (decision 0010).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,24 @@ def check_ae_title(value: str) -> str:
             "An AE title is 1-16 printable ASCII characters without a backslash, e.g. "
             "IMAGEBANK or LUNG_STUDY.")
     return title
+
+
+def _address(value: str) -> str:
+    """A calling node's address as written canonically (names are not resolved: an
+    address list must not depend on DNS at association time)."""
+    try:
+        return _peer(value.strip())
+    except ValueError:
+        raise InvalidInputError(
+            "A calling node's host is an IP address such as 10.1.2.3 or fd00::5 (names are "
+            "not resolved).") from None
+
+
+def _peer(value: str) -> str:
+    ip = ipaddress.ip_address(value)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +78,18 @@ class Nodes:
         except SQLIntegrityError:
             raise ConflictError(f"Another project already has the AE title {title!r}.") from None
 
+    def project_of(self, ae_title: str) -> str | None:
+        """The project whose called AE title this is, if any."""
+        with self.sessions.begin() as session:
+            return sql.project_of_ae(session, ae_title.strip())
+
     def ae_title(self, project_id: str) -> str | None:
         with self.sessions.begin() as session:
             return sql.ae_title_of(session, project_id)
 
     def allow(self, project_id: str, ae_title: str, host: str = "") -> None:
         title = check_ae_title(ae_title)
-        host = host.strip()
-        if len(host) > 64:
-            raise InvalidInputError("A host is an address or name of at most 64 characters.")
+        host = _address(host) if host.strip() else ""
         with self.sessions.begin() as session:
             if get_project(session, project_id) is None:
                 raise NotFoundError(f"No project {project_id!r}.")
@@ -85,6 +107,10 @@ class Nodes:
     def admit(self, called: str, calling: str, address: str) -> Admission:
         """May ``calling`` at ``address`` send to the project called ``called``?"""
         called, calling = called.strip(), calling.strip()
+        try:
+            address = _peer(address)
+        except ValueError:
+            address = ""
         with self.sessions.begin() as session:
             project = sql.project_of_ae(session, called)
             if project is None:

@@ -140,6 +140,12 @@ class LocalObjectStore:
             finally:
                 os.close(fd)
 
+    def read_staged(self, staged: StagedObject) -> bytes:
+        try:
+            return (self._staging / staged.token).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"Cannot read a staged object ({exc.strerror}).") from exc
+
     def discard(self, staged: StagedObject) -> None:
         (self._staging / staged.token).unlink(missing_ok=True)
 

@@ -42,6 +42,12 @@ class MemoryObjectStore:
     def discard(self, staged: StagedObject) -> None:
         self.staged.pop(staged.token, None)
 
+    def read_staged(self, staged: StagedObject) -> bytes:
+        entry = self.staged.get(staged.token)
+        if entry is None:
+            raise StorageError("A staged object is gone from the staging area.")
+        return entry[1]
+
     def put(self, key: str, data: bytes) -> StagedObject:
         staged = self.stage(data)
         self.publish([(staged, key)])

@@ -337,6 +337,15 @@ class S3ObjectStore:
         except BotoCoreError as exc:
             self._raise(exc, "read from the object store")
 
+    def read_staged(self, staged: StagedObject) -> bytes:
+        try:
+            response = self._client.get_object(Bucket=self.bucket,
+                                               Key=self._staging_key(staged.token))
+            with response["Body"] as body:
+                return bytes(body.read())
+        except (ClientError, BotoCoreError) as exc:
+            self._raise(exc, "read from the object store")
+
     def get(self, key: str) -> bytes:
         body = self._get_object(key)["Body"]
         try:
