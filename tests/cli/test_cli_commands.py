@@ -8,99 +8,14 @@ something was quarantined or in conflict, after storing the rest). The many outp
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
+from clikit import assert_one_line_error, cli, cli_json, run
 
-from imagebank.cli import main as cli_main
-from imagebank.cli.main import main
 from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
-
-IMAGEBANK = Path(sys.executable).parent / "imagebank"
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("IMAGEBANK_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("IMAGEBANK_WORKERS", "1")
-    monkeypatch.setenv("COLUMNS", "200")
-
-
-@pytest.fixture(autouse=True)
-def wide_console() -> Iterator[None]:
-    """Tables printed in this process are not folded at 80 columns (values stay whole)."""
-    consoles = (cli_main.out, cli_main.err)
-    widths = [c.width for c in consoles]
-    for console in consoles:
-        console.width = 2000
-    yield
-    for console, width in zip(consoles, widths, strict=True):
-        console.width = width
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def _check(result: Result, expect: int | None) -> Result:
-    assert "Traceback" not in result.stderr, result.stderr
-    assert "Traceback" not in result.stdout
-    if expect is not None:
-        assert result.returncode == expect, (result.returncode, result.stdout, result.stderr)
-    return result
-
-
-def _argv(args: tuple[str | Path, ...], data: Path | None) -> list[str]:
-    return (["--data", str(data)] if data is not None else []) + [str(a) for a in args]
-
-
-def run(*args: str | Path, data: Path | None = None, cwd: Path | None = None,
-        env: dict[str, str] | None = None, expect: int | None = 0) -> Result:
-    """The real console script, in a subprocess."""
-    proc = subprocess.run([str(IMAGEBANK), *_argv(args, data)], check=False, capture_output=True,
-                          text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=120)
-    return _check(Result(proc.returncode, proc.stdout, proc.stderr), expect)
-
-
-def cli(*args: str | Path, data: Path | None = None, expect: int | None = 0) -> Result:
-    """``main()`` in this process, as the console script calls it."""
-    out, err = io.StringIO(), io.StringIO()
-    code: int = 0
-    with mock.patch.object(sys, "argv", ["imagebank", *_argv(args, data)]), \
-            redirect_stdout(out), redirect_stderr(err):
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return _check(Result(code, out.getvalue(), err.getvalue()), expect)
-
-
-def cli_json(*args: str | Path, data: Path, expect: int = 0) -> Any:
-    return json.loads(cli(*args, "--json", data=data, expect=expect).stdout)
-
-
-def assert_one_line_error(result: Result, *words: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for word in words:
-        assert word in lines[0]
 
 
 def _study(folder: Path, patient: int, *, slices: int = 3, modality: str = "CT",

@@ -8,100 +8,21 @@ password signs in), not only through what the commands print.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from unittest import mock
 
 import pytest
+from clikit import assert_one_line_error, cli, cli_json, run
 
-from imagebank.cli import main as cli_main
-from imagebank.cli.main import main
 from imagebank.domain.access import Scope
 from imagebank.services.archive import Archive
 from imagebank.services.runtime import Runtime
 
-IMAGEBANK = Path(sys.executable).parent / "imagebank"
 PASSWORD = "plum orchard velvet lantern"
 ROLES = ("owner", "member", "collaborator", "viewer")
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("IMAGEBANK_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("IMAGEBANK_WORKERS", "1")
-    monkeypatch.setenv("COLUMNS", "200")
-
-
-@pytest.fixture(autouse=True)
-def wide_console() -> Iterator[None]:
-    consoles = (cli_main.out, cli_main.err)
-    widths = [c.width for c in consoles]
-    for console in consoles:
-        console.width = 2000
-    yield
-    for console, width in zip(consoles, widths, strict=True):
-        console.width = width
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def _check(result: Result, expect: int | None) -> Result:
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    if expect is not None:
-        assert result.returncode == expect, (result.returncode, result.stdout, result.stderr)
-    return result
-
-
-def run(*args: str, data: Path, stdin: str = "", expect: int | None = 0) -> Result:
-    """The real console script, in a subprocess."""
-    proc = subprocess.run([str(IMAGEBANK), "--data", str(data), *args], check=False,
-                          capture_output=True, text=True, input=stdin, timeout=120)
-    return _check(Result(proc.returncode, proc.stdout, proc.stderr), expect)
-
-
-def cli(*args: str, data: Path, stdin: str = "", expect: int | None = 0) -> Result:
-    """``main()`` in this process, as the console script calls it."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with mock.patch.object(sys, "argv", ["imagebank", "--data", str(data), *args]), \
-            mock.patch.object(sys, "stdin", io.StringIO(stdin)), \
-            redirect_stdout(out), redirect_stderr(err):
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return _check(Result(code, out.getvalue(), err.getvalue()), expect)
-
-
-def cli_json(*args: str, data: Path) -> Any:
-    return json.loads(cli(*args, "--json", data=data).stdout)
-
-
-def assert_one_line_error(result: Result, *words: str) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
