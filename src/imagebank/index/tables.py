@@ -52,7 +52,11 @@ class Project(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     #: The called AE title that routes C-STOREs to this project (unique when set).
-    ae_title: Mapped[str | None] = mapped_column(String(16), unique=True)
+    ae_title: Mapped[str | None] = mapped_column(String(16))
+
+    # A unique index, not a constraint: SQLite can add an index to a table in place, but a
+    # constraint only by copying the table, which its foreign keys forbid once it has rows.
+    __table_args__ = (Index(None, "ae_title", unique=True),)
 
 
 class CallingAE(Base):
