@@ -148,3 +148,22 @@ def test_every_revision_upgrades_an_archive_that_has_data(database_url: str,
             assert connection.execute(text("SELECT count(*) FROM instances")).scalar() == 2
             assert connection.execute(text("SELECT count(*) FROM projects")).scalar() == 1
     archive.close()
+
+
+def test_a_failed_migration_leaves_the_schema_as_it_was(database_url: str) -> None:
+    """A migration is all or nothing: here 0003's second step fails (the column exists
+    already) after its first created a table, which must not be left behind."""
+    from alembic import command
+
+    engine = make_engine(database_url)
+    command.upgrade(alembic_config(engine), "0002")
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE projects ADD COLUMN ae_title VARCHAR(16)"))
+    with pytest.raises(StorageError):
+        upgrade(engine)
+    tables = inspect(engine).get_table_names()
+    assert "calling_aes" not in tables
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")
+                                  ).scalar() == "0002"
+    engine.dispose()

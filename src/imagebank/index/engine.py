@@ -62,6 +62,11 @@ def upgrade(engine: Engine) -> None:
 
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "sqlite":
+                # SQLite's DDL is transactional, but the sqlite3 module opens a transaction
+                # only before INSERT/UPDATE/DELETE: without this, a migration that fails half
+                # way would leave half of its tables behind.
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
             config = alembic_config(engine)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
