@@ -26,6 +26,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=60000")
     cursor.execute("PRAGMA cache_size=-16384")  # 16 MiB a connection: memory stays flat
     cursor.execute("PRAGMA temp_store=MEMORY")
+    cursor.execute("PRAGMA case_sensitive_like=ON")  # DICOM wildcard matching is exact
     cursor.close()
 
 
