@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import WORK, Result, format_table, fresh_run_dir, remove, wait_until_quiet
+from common import WORK, Result, ensure_built, format_table, fresh_run_dir, remove, wait_until_quiet
 from index_queries import DAYS, FIRST_DAY, _id, _insert_parents, _uid
 from rest_upload import API, ImagebankServer
 
@@ -54,17 +54,8 @@ def fixture_dir(studies: int) -> Path:
 
 def ensure_fixture(studies: int, log: Any = print) -> Path:
     """The data folder of an archive whose project ``bench`` holds ``studies`` studies."""
-    folder = fixture_dir(studies)
-    marker = folder.with_suffix(".json")
-    if marker.exists() and folder.is_dir():
-        return folder
-    remove(folder)
-    log(f"building an index of {studies:,} studies in {folder} ...")
-    started = time.monotonic()
-    counts = _build(folder, studies)
-    marker.write_text(json.dumps(counts))
-    log(f"  done in {time.monotonic() - started:.1f} s: {counts}")
-    return folder
+    return ensure_built(fixture_dir(studies), lambda folder: _build(folder, studies),
+                        f"an index of {studies:,} studies", log)
 
 
 def _build(folder: Path, n_studies: int) -> dict[str, int]:

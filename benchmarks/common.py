@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,34 @@ def fresh_run_dir(name: str) -> Path:
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def ensure_built(folder: Path, build: Callable[[Path], dict[str, int]], what: str,
+                 log: Any = print) -> Path:
+    """``folder``, built once by ``build`` and kept; ``folder.json`` (its counts) marks a
+    whole one, so an interrupted build is started again."""
+    marker = folder.with_suffix(".json")
+    if marker.exists() and folder.is_dir():
+        return folder
+    remove(folder)
+    log(f"building {what} in {folder} ...")
+    started = time.monotonic()
+    counts = build(folder)
+    marker.write_text(json.dumps(counts))
+    log(f"  done in {time.monotonic() - started:.1f} s: {counts}")
+    return folder
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server this benchmark started, by its PID: SIGTERM, then SIGKILL after 30 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def run_python_json(code: str, *args: str, timeout: float = 7200) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import WORK, Result, drop_caches, format_table, remove
+from common import WORK, Result, drop_caches, ensure_built, format_table
 
 PROJECT = "bench"
 QUERIES = 50
@@ -68,17 +68,8 @@ def index_dir(instances: int) -> Path:
 
 def ensure_index(instances: int, log: Any = print) -> Path:
     """The data folder of an archive whose index holds ``instances`` synthetic rows."""
-    folder = index_dir(instances)
-    marker = folder.with_suffix(".json")
-    if marker.exists() and folder.is_dir():
-        return folder
-    remove(folder)
-    log(f"building an index of {instances:,} instances in {folder} ...")
-    started = time.monotonic()
-    counts = _build(folder, instances)
-    marker.write_text(json.dumps(counts))
-    log(f"  done in {time.monotonic() - started:.0f} s: {counts}")
-    return folder
+    return ensure_built(index_dir(instances), lambda folder: _build(folder, instances),
+                        f"an index of {instances:,} instances", log)
 
 
 def _build(folder: Path, instances: int) -> dict[str, int]:

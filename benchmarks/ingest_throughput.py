@@ -42,6 +42,7 @@ from common import (
     fresh_run_dir,
     python,
     remove,
+    stop_process,
     wait_until_quiet,
 )
 
@@ -194,16 +195,9 @@ class OrthancServer:
         raise RuntimeError("Orthanc did not answer /system within 60 s")
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
+        if self.proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+        stop_process(self.proc)
         self._log.close()
         self.proc = None
 

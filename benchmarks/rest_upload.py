@@ -49,6 +49,7 @@ from common import (
     fresh_run_dir,
     python,
     remove,
+    stop_process,
     wait_until_quiet,
 )
 from ingest_throughput import OrthancServer, _free_port, orthanc_available, orthanc_version
@@ -157,16 +158,9 @@ class ImagebankServer:
             return ""
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
+        if self.proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+        stop_process(self.proc)
         self._log.close()
         self.proc = None
 

@@ -120,14 +120,12 @@ def _describe_errors(document: dict[str, Any], labels: dict[tuple[str, str], str
 
 def install(app: FastAPI) -> None:
     generate = app.openapi
-    described: list[dict[str, Any]] = []
 
     def openapi() -> dict[str, Any]:
-        document = generate()
-        if not described or described[0] is not document:
-            _describe_errors(document, _access_labels(app))
-            described[:] = [document]
-        return document
+        if app.openapi_schema is None:  # FastAPI keeps the document once generated
+            _describe_errors(generate(), _access_labels(app))
+        assert app.openapi_schema is not None
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 

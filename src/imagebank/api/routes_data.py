@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
+from imagebank.api.problems import problem_response
 from imagebank.api.schemas import (
     IngestResult,
     InstanceOut,
@@ -282,9 +283,8 @@ async def receive_body(request: Request, limit: int) -> bytes | FilePath:
                 raise InvalidInputError(f"The upload is larger than the limit of {limit} "
                                         "bytes (IMAGEBANK_MAX_OBJECT_SIZE).", code="too_large")
             if spool is None and size > MEMORY_BODY:
-                folder = runtime_of(request).archive.settings.data / "spool"
-                folder.mkdir(parents=True, exist_ok=True)
-                fd, name = tempfile.mkstemp(dir=folder, suffix=".body")
+                fd, name = tempfile.mkstemp(dir=runtime_of(request).archive.spool_dir(),
+                                            suffix=".body")
                 spool, path = os.fdopen(fd, "wb"), FilePath(name)
                 spool.write(b"".join(parts))
                 parts = []
@@ -336,8 +336,6 @@ async def upload(request: Request, project: str) -> Any:
     result = _result(summary, ids)
     if media == "application/zip" or summary.ok:
         return result
-    from imagebank.api.problems import problem_response
-
     status, code = (409, "conflict") if summary.conflicts else (400, "rejected")
     reason = next(iter(summary.reasons), "rejected")
     message = summary.problems[0][2] if summary.problems else "The file was not stored."
@@ -347,9 +345,7 @@ async def upload(request: Request, project: str) -> Any:
 def _ingest_file(archive: Archive, body: bytes | FilePath, project: str, is_zip: bool
                  ) -> tuple[IngestSummary, list[str]]:
     if isinstance(body, bytes):
-        folder = archive.settings.data / "spool"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{uuid.uuid4().hex}{'.zip' if is_zip else '.dcm'}"
+        path = archive.spool_dir() / f"{uuid.uuid4().hex}{'.zip' if is_zip else '.dcm'}"
         path.write_bytes(body)
     else:
         path = body.rename(body.with_suffix(".zip" if is_zip else ".dcm"))

@@ -85,13 +85,9 @@ def start_export(request: Request, project: str, body: ExportIn) -> dict[str, An
     runtime = runtime_of(request)
     principal = resolve_principal(request)
     assert principal is not None
+    owners = runtime.archive.projects_of(body.level, body.ids)
     for object_id in body.ids:
-        row = None
-        try:
-            row = runtime.archive.get(body.level, object_id)
-        except NotFoundError:
-            pass
-        if row is None or row["project_id"] != project:
+        if owners.get(object_id) != project:
             raise InvalidInputError(f"No {body.level} {object_id} in project {project!r}.")
     job = runtime.jobs.submit("export", project, {"level": body.level, "ids": body.ids},
                               principal.user_id)

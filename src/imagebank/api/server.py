@@ -10,7 +10,6 @@ from typing import Any
 
 from imagebank.domain.errors import ConfigurationError, NotFoundError
 from imagebank.services.archive import Archive
-from imagebank.services.audit import make_event
 from imagebank.services.runtime import Runtime
 
 DEMO_ADMIN = "admin"
@@ -54,10 +53,8 @@ def ensure_demo_admin(runtime: Runtime) -> str:
         accounts.add_user(DEMO_ADMIN, password, admin=True)
     else:
         accounts.set_password(DEMO_ADMIN, password)
-    runtime.audit.write([make_event(actor="serve", via="cli", method="CLI",
-                                    route="cli demo_admin", action="user_password",
-                                    level="user", object_id=DEMO_ADMIN, status=0,
-                                    outcome="ok")])
+    runtime.audit.admin_event("serve", "user_password", route="cli demo_admin", level="user",
+                              object_id=DEMO_ADMIN)
     return password
 
 

@@ -465,15 +465,12 @@ def _cli_audit(runtime: Any, action: str, *, project: str | None = None,
     """Administration from the command line is audited too (actor: the OS account)."""
     import getpass
 
-    from imagebank.services.audit import make_event
-
     try:
         who = getpass.getuser()
     except (KeyError, OSError):
         who = "unknown"
-    runtime.audit.write([make_event(actor=who, via="cli", method="CLI", route=f"cli {action}",
-                                    action=action, project_id=project, level=level,
-                                    object_id=object_id, status=0, outcome="ok")])
+    runtime.audit.admin_event(who, action, project_id=project, level=level,
+                              object_id=object_id)
 
 
 def _read_password(password_stdin: bool) -> str:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -107,8 +108,6 @@ class DicomListener:
     # -- events -----------------------------------------------------------------------------
     def _audit(self, *, action: str, project_id: str | None, calling: str, address: str,
                status: int, outcome: str, detail: dict[str, Any] | None = None) -> None:
-        import json
-
         event = make_event(actor=calling, via="dimse", client=address, method="DIMSE",
                            route=f"dimse {action}", action=action, project_id=project_id,
                            status=status, outcome=outcome,

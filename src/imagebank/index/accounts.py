@@ -19,12 +19,6 @@ from imagebank.index.tables import (
 )
 
 
-def _public_user(user: User) -> dict[str, Any]:
-    row = _row(user)
-    row.pop("password_hash", None)
-    return row
-
-
 # -- users ----------------------------------------------------------------------------------
 def add_user(session: Session, user_id: str, username: str, password_hash: str,
              is_admin: bool) -> bool:
@@ -46,8 +40,8 @@ def get_user(session: Session, user_id: str) -> User | None:
     return session.get(User, user_id)
 
 
-def list_users(session: Session) -> list[dict[str, Any]]:
-    return [_public_user(u) for u in session.scalars(select(User).order_by(User.username))]
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
 
 
 def count_admins(session: Session) -> int:

@@ -44,6 +44,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes for timezone-aware columns: they are UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
 def _insert(session: Session, table: Table | type[Base]) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects import postgresql
@@ -132,6 +139,12 @@ def _id_map(session: Session, key: Any, value: Any, ids: Iterable[str]) -> dict[
     for chunk in _chunks(list(set(ids))):
         found.update(dict(session.execute(select(key, value).where(key.in_(chunk))).all()))
     return found
+
+
+def project_map(session: Session, model: type[Base], ids: Iterable[str]) -> dict[str, str]:
+    """{ID: project ID} of the ``model`` rows among ``ids``."""
+    table = cast(Any, model)
+    return _id_map(session, table.id, table.project_id, ids)
 
 
 def get_instance_checksums(session: Session, instance_ids: Iterable[str]) -> dict[str, str]:

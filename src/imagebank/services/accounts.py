@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -39,6 +39,8 @@ from imagebank.domain.errors import (
 )
 from imagebank.domain.passwords import password_problem
 from imagebank.index import accounts as sql
+from imagebank.index.repo import aware
+from imagebank.index.repo import now as utcnow
 from imagebank.settings import Settings
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
@@ -57,17 +59,6 @@ TOUCH_INTERVAL = 60.0
 
 def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes for timezone-aware columns: they are UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Accounts:
@@ -139,9 +130,7 @@ class Accounts:
 
     def users(self) -> list[dict[str, Any]]:
         with self.sessions.begin() as session:
-            return [self._public(session, u) for u in
-                    (sql.user_by_name(session, r["username"]) for r in sql.list_users(session))
-                    if u is not None]
+            return [self._public(session, u) for u in sql.list_users(session)]
 
     def set_password(self, username: str, password: str) -> None:
         with self.sessions.begin() as session:
@@ -372,3 +361,6 @@ class Accounts:
 
     def csrf_ok(self, session_value: str, sent: str | None) -> bool:
         return bool(sent) and hmac.compare_digest(self.csrf_token(session_value), str(sent))
+
+
+__all__ = ["Accounts", "aware", "utcnow"]

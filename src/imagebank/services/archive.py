@@ -50,6 +50,8 @@ class Archive:
             self._id_key = repo.get_or_create_id_key(session)
         self.ids = IdDeriver(self._id_key)
         self._known_projects: set[str] = set()
+        # Resolved once: every stored object (an upload, a C-STORE) needs it.
+        self._store_location = settings.effective_store
 
     @classmethod
     def open(cls, data: str | os.PathLike[str] | None = None, *,
@@ -70,6 +72,13 @@ class Archive:
         upgrade(engine)
         store = open_store(settings.effective_store, s3_endpoint_url=settings.s3_endpoint_url)
         return cls(settings, engine, store)
+
+    def spool_dir(self) -> Path:
+        """``DATA/spool``: uploads wait here (on local disk, whatever the store) until they
+        are ingested."""
+        folder = self.settings.data / "spool"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def close(self) -> None:
         self.engine.dispose()
@@ -123,7 +132,7 @@ class Archive:
     # -- ingest ---------------------------------------------------------------------------
     def _worker_config(self, project_id: str) -> WorkerConfig:
         return WorkerConfig(
-            store_location=self.settings.effective_store,
+            store_location=self._store_location,
             s3_endpoint_url=self.settings.s3_endpoint_url,
             id_key=self._id_key,
             project_id=project_id,
@@ -280,6 +289,15 @@ class Archive:
         with self.sessions.begin() as session:
             row["counts"] = repo.project_counts(session, project)
         return row
+
+    def projects_of(self, level: str, ids: Sequence[str]) -> dict[str, str]:
+        """{ID: project} of the studies or series (or subjects, instances) among ``ids``."""
+        models = {"subject": Subject, "study": Study, "series": Series, "instance": Instance}
+        model = models.get(level)
+        if model is None:
+            raise InvalidInputError(f"Unknown level {level!r}.")
+        with self.sessions.begin() as session:
+            return repo.project_map(session, model, ids)
 
     def instance_objects(self, level: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         """Every instance of the given studies, series or instances, in archive order."""

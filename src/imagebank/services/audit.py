@@ -67,6 +67,15 @@ class AuditLog:
             raise StorageError("The audit trail could not be written.") from exc
         return int(rows[-1]["seq"]) if rows else 0
 
+    def admin_event(self, actor: str, action: str, *, route: str | None = None,
+                    project_id: str | None = None, level: str | None = None,
+                    object_id: str | None = None) -> None:
+        """Record administration done outside the API (the command line), at once."""
+        self.write([make_event(actor=actor, via="cli", method="CLI",
+                               route=route or f"cli {action}", action=action,
+                               project_id=project_id, level=level, object_id=object_id,
+                               status=0, outcome="ok")])
+
     def start(self) -> None:
         with self._cond:
             if self._thread is not None:

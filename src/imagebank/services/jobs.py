@@ -21,6 +21,7 @@ from typing import Any
 
 from imagebank.domain.errors import ConflictError, ImagebankError, NotFoundError
 from imagebank.index import jobs as sql
+from imagebank.index.repo import aware
 from imagebank.ingest.pipeline import BatchReport
 from imagebank.services.archive import Archive
 from imagebank.services.exports import iter_zip
@@ -66,11 +67,8 @@ Handler = Callable[[JobContext], dict[str, Any]]
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    from imagebank.services.accounts import aware
-
     out = dict(row)
     out["params"] = json.loads(out.get("params") or "{}")
-    out["params"].pop("spool", None)
     out["result"] = json.loads(out["result"]) if out.get("result") else None
     for key in ("created_at", "started_at", "finished_at", "updated_at"):
         out[key] = aware(out.get(key))
@@ -80,7 +78,6 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 class Jobs:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
-        self.spool = archive.settings.data / "spool"
         self.exports = archive.settings.data / "exports"
         self.handlers: dict[str, Handler] = {"import": self._run_import,
                                              "export": self._run_export}
@@ -104,9 +101,8 @@ class Jobs:
         return self.get(job_id)
 
     def spool_path(self, job_id: str) -> Path:
-        self.spool.mkdir(parents=True, exist_ok=True)
         # ".zip": the ingest recognises archives by their extension (ingest.sources).
-        return self.spool / f"{job_id}.zip"
+        return self.archive.spool_dir() / f"{job_id}.zip"
 
     def get(self, job_id: str) -> dict[str, Any]:
         with self.archive.sessions.begin() as session:
@@ -194,7 +190,7 @@ class Jobs:
             result = handler(context)
         except Cancelled:
             # What an import stored stays stored; its upload is not needed any more.
-            (self.spool / f"{job['id']}.zip").unlink(missing_ok=True)
+            self.spool_path(job["id"]).unlink(missing_ok=True)
             return True
         except ImagebankError as exc:
             self._finish(job["id"], "failed", error=exc.message)
