@@ -1,0 +1,165 @@
+"""Hierarchical queries of the index: C-FIND and QIDO-RS at every level, and the instances a
+retrieve (WADO-RS, C-MOVE, C-GET) sends.
+
+A query names a level (patient, study, series, instance) and conditions on attributes of that
+level or any level above it (``domain.matching``). Conditions above the query's level are
+pushed into ``IN (SELECT id ...)`` subqueries, so that each runs on its own table's index
+first (the planner of SQLite has no statistics to pick that order by itself). Each result is a
+dict per level ("subject", "study", "series", "instance") of the rows it belongs to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, defer
+
+from imagebank.domain.matching import Condition
+from imagebank.domain.model import Level
+from imagebank.index.matching import condition_clause
+from imagebank.index.repo import CHUNK, _row
+from imagebank.index.tables import Base, Instance, Series, Study, Subject
+
+_MODEL: dict[Level, type[Base]] = {
+    Level.SUBJECT: Subject,
+    Level.STUDY: Study,
+    Level.SERIES: Series,
+    Level.INSTANCE: Instance,
+}
+_ORDER = (Level.SUBJECT, Level.STUDY, Level.SERIES, Level.INSTANCE)
+
+
+def _ids_where(level: Level, conditions: Sequence[Condition]) -> Any:
+    """SELECT id FROM level's table WHERE all of ``conditions`` (all at ``level``)."""
+    model: Any = _MODEL[level]
+    stmt = select(model.id)
+    for condition in conditions:
+        stmt = stmt.where(condition_clause(condition, getattr(model, condition.column)))
+    return stmt
+
+
+def _modalities_clause(level: Level, modalities: Sequence[str]) -> Any:
+    """ModalitiesInStudy: the study has at least one series of any of ``modalities``."""
+    studies = select(Series.study_id).where(Series.modality.in_(list(modalities)))
+    if level is Level.SUBJECT:
+        return Subject.id.in_(select(Study.subject_id).where(Study.id.in_(studies)))
+    model: Any = _MODEL[level]
+    column = Study.id if level is Level.STUDY else model.study_id
+    return column.in_(studies)
+
+
+def _parent_column(level: Level, parent: Level) -> Any:
+    """The column of ``level``'s table that holds the ID of its ``parent`` level's row."""
+    model: Any = _MODEL[level]
+    if parent is Level.SUBJECT:
+        return Study.subject_id if level is Level.STUDY else None
+    return getattr(model, f"{parent.value}_id")
+
+
+def _statement(level: Level, conditions: Sequence[Condition], project_ids: Sequence[str] | None,
+               modalities: Sequence[str] | None, with_metadata: bool) -> Select[Any]:
+    model: Any = _MODEL[level]
+    depth = _ORDER.index(level)
+    entities: list[Any] = [model]
+    for parent in reversed(_ORDER[:depth]):
+        entities.append(_MODEL[parent])
+    stmt = select(*entities)
+    # Join the levels above: instance → series → study → subject.
+    child: Any = model
+    for parent in reversed(_ORDER[:depth]):
+        parent_model: Any = _MODEL[parent]
+        link = child.subject_id if parent is Level.SUBJECT else getattr(child,
+                                                                         f"{parent.value}_id")
+        stmt = stmt.join(parent_model, parent_model.id == link)
+        child = parent_model
+    if level is Level.INSTANCE and not with_metadata:
+        stmt = stmt.options(defer(Instance.metadata_json))
+    if project_ids is not None:
+        stmt = stmt.where(model.project_id.in_(list(project_ids)))
+    by_level: dict[Level, list[Condition]] = {}
+    for condition in conditions:
+        by_level.setdefault(condition.level, []).append(condition)
+    for at, found in by_level.items():
+        if _ORDER.index(at) > depth:
+            raise ValueError(f"{found[0].keyword} is below the {level.value} level")
+        if at is level:
+            for condition in found:
+                stmt = stmt.where(condition_clause(condition, getattr(model,
+                                                                      condition.column)))
+            continue
+        # A condition on a level above: restrict the nearest link to that level's matches.
+        if at is Level.SUBJECT and level is not Level.STUDY:
+            ids = select(Study.id).where(Study.subject_id.in_(_ids_where(at, found)))
+            stmt = stmt.where(model.study_id.in_(ids))
+        else:
+            stmt = stmt.where(_parent_column(level, at).in_(_ids_where(at, found)))
+    if modalities:
+        stmt = stmt.where(_modalities_clause(level, modalities))
+    return stmt
+
+
+def _ordered(stmt: Select[Any], level: Level) -> Select[Any]:
+    if level is Level.SUBJECT:
+        return stmt.order_by(Subject.patient_id, Subject.id)
+    if level is Level.STUDY:
+        return stmt.order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id)
+    if level is Level.SERIES:
+        return stmt.order_by(Series.study_id, Series.series_number, Series.id)
+    return stmt.order_by(Instance.series_id, Instance.instance_number, Instance.id)
+
+
+def find(session: Session, level: Level, conditions: Sequence[Condition] = (), *,
+         project_ids: Sequence[str] | None = None, modalities: Sequence[str] | None = None,
+         limit: int | None = None, offset: int = 0, with_metadata: bool = False
+         ) -> list[dict[str, dict[str, Any]]]:
+    """The rows at ``level`` matching every condition, each with its ancestors' rows, in a
+    stable order (patients by ID; studies newest first; series and instances by number)."""
+    stmt = _ordered(_statement(level, conditions, project_ids, modalities, with_metadata),
+                    level).offset(offset)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    depth = _ORDER.index(level)
+    names = [lv.value for lv in (level, *reversed(_ORDER[:depth]))]
+    results = []
+    for row in session.execute(stmt):
+        result = {name: _row(obj) for name, obj in zip(names, row, strict=True)}
+        if level is Level.INSTANCE and not with_metadata:
+            result["instance"].pop("metadata_json", None)
+        results.append(result)
+    if level is Level.SUBJECT and results:
+        _add_subject_counts(session, results)
+    return results
+
+
+def _add_subject_counts(session: Session, results: list[dict[str, dict[str, Any]]]) -> None:
+    ids = [r["subject"]["id"] for r in results]
+    counts: dict[str, tuple[int, int]] = {}
+    for start in range(0, len(ids), CHUNK):
+        stmt = (select(Study.subject_id, func.coalesce(func.sum(Study.num_series), 0),
+                       func.coalesce(func.sum(Study.num_instances), 0))
+                .where(Study.subject_id.in_(ids[start:start + CHUNK]))
+                .group_by(Study.subject_id))
+        for subject_id, series, instances in session.execute(stmt):
+            counts[subject_id] = (int(series), int(instances))
+    for result in results:
+        subject = result["subject"]
+        subject["num_series"], subject["num_instances"] = counts.get(subject["id"], (0, 0))
+
+
+def first_instance_metadata(session: Session, level: Level, ids: Sequence[str]
+                            ) -> dict[str, str]:
+    """The DICOM JSON header of one instance (the lowest-numbered) of each study or series."""
+    column: Any = Instance.study_id if level is Level.STUDY else Instance.series_id
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), CHUNK):
+        chunk = list(ids[start:start + CHUNK])
+        ranked = (select(column.label("parent"), Instance.metadata_json,
+                         func.row_number().over(partition_by=column,
+                                                order_by=(Instance.instance_number,
+                                                          Instance.id)).label("rank"))
+                  .where(column.in_(chunk)).subquery())
+        stmt = select(ranked.c.parent, ranked.c.metadata_json).where(ranked.c.rank == 1)
+        found.update({parent: text for parent, text in session.execute(stmt)})
+    return found
