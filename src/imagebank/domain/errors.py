@@ -54,6 +54,14 @@ class UnsupportedMediaTypeError(InvalidInputError):
     status = 415
 
 
+class NotAcceptableError(InvalidInputError):
+    """None of the representations the request accepts can be produced (a media type or
+    transfer syntax this archive cannot make of that object)."""
+
+    code = "not_acceptable"
+    status = 406
+
+
 class StorageError(ImagebankError):
     code = "storage"
     status = 503
