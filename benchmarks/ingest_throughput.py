@@ -47,6 +47,7 @@ from common import (
 )
 
 ORTHANC = "/usr/sbin/Orthanc"
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 PROJECT = "bench"
 
 
@@ -148,11 +149,16 @@ class OrthancServer:
     Stopped by the PID this object started (SIGTERM, then SIGKILL after 30 s).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, dicom: bool = False, dicomweb: bool = False) -> None:
         self.root = root
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        #: The DICOM listener (AE title ORTHANC, any calling AE) when ``dicom``.
+        self.dicom = dicom
+        self.dicom_port = _free_port()
+        #: The DICOMweb plugin (Debian's orthanc-dicomweb) at ``/dicom-web`` when ``dicomweb``.
+        self.dicomweb = dicomweb
 
     def __enter__(self) -> OrthancServer:
         import requests
@@ -164,12 +170,16 @@ class OrthancServer:
             "StorageCompression": False,
             "HttpServerEnabled": True,
             "HttpPort": self.port,
-            "DicomServerEnabled": False,
-            "DicomPort": _free_port(),
+            "DicomServerEnabled": self.dicom,
+            "DicomPort": self.dicom_port,
+            "DicomAet": "ORTHANC",
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowStore": True,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "SslEnabled": False,
-            "Plugins": [],
+            "Plugins": [DICOMWEB_PLUGIN] if self.dicomweb else [],
+            "DicomWeb": {"Enable": self.dicomweb, "Root": "/dicom-web/"},
             "LoadPrivateDictionary": False,
             "SaveJobs": False,
         }

@@ -87,8 +87,11 @@ class ImagebankServer:
 
     def __init__(self, data: Path, *, project: str | None = PROJECT,
                  log: Path | None = None, serve_command: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, serve_args: list[str] | None = None
+                 ) -> None:
         self.data = data
+        #: Extra options of ``serve`` (e.g. ``--dicom-port``).
+        self.serve_args = list(serve_args or [])
         self.project = project
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -123,7 +126,7 @@ class ImagebankServer:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [*self.serve_command, "--data", str(self.data), "serve", "--host", "127.0.0.1",
-             "--port", str(self.port)],
+             "--port", str(self.port), *self.serve_args],
             stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
         try:
             deadline = time.monotonic() + 60

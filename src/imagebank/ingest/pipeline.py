@@ -68,6 +68,10 @@ class BatchReport:
     bytes: int
     stored_ids: list[str] = field(default_factory=list)
     summary: IngestSummary = field(default_factory=IngestSummary)
+    #: Each object's outcome, by ``id()`` of its Parsed: (outcome, reason, label, message,
+    #: size), so that a batch committed for several callers can be told apart again.
+    outcomes: dict[int, tuple[Outcome, str | None, str, str, int]] = field(
+        default_factory=dict)
 
 
 class Committer:
@@ -93,6 +97,12 @@ class Committer:
     def _commit(self, batch: list[Parsed], report: BatchReport) -> None:
         summary = report.summary
         project = self.project_id
+
+        def record(item: Parsed, outcome: Outcome, *, size: int = 0, reason: str | None = None,
+                   source: str = "", message: str = "") -> None:
+            summary.add(outcome, size=size, reason=reason, source=source, message=message)
+            report.outcomes[id(item)] = (outcome, reason, source, message, size)
+
         accepted = [p for p in batch if p.rejection is None and p.staged is not None]
         with self.sessions.begin() as session:
             existing = repo.get_instance_checksums(session, (p.instance_id for p in accepted))
@@ -118,7 +128,7 @@ class Committer:
         for parsed in batch:
             if parsed.rejection is not None:
                 hold(parsed, parsed.rejection.reason.value, parsed.rejection.message)
-                summary.add(Outcome.QUARANTINED, reason=parsed.rejection.reason.value,
+                record(parsed, Outcome.QUARANTINED, reason=parsed.rejection.reason.value,
                             source=parsed.label, message=parsed.rejection.message)
                 continue
             assert parsed.staged is not None
@@ -127,7 +137,7 @@ class Committer:
             if known is not None:
                 if known == sha or self._same_dataset(parsed, known, first_staged):
                     discard.append(parsed.staged)
-                    summary.add(Outcome.DUPLICATE)
+                    record(parsed, Outcome.DUPLICATE)
                 else:
                     message = (
                         "An instance with this SOPInstanceUID is already archived with "
@@ -135,7 +145,7 @@ class Committer:
                         f"quarantine (instance {parsed.instance_id})."
                     )
                     hold(parsed, QuarantineReason.CONFLICT.value, message, parsed.instance_id)
-                    summary.add(Outcome.CONFLICT, reason="conflict", source=parsed.label,
+                    record(parsed, Outcome.CONFLICT, reason="conflict", source=parsed.label,
                                 message=message)
                 continue
             owner = owners.get(parsed.study_id)
@@ -146,7 +156,7 @@ class Committer:
                     "source."
                 )
                 hold(parsed, QuarantineReason.PATIENT_MISMATCH.value, message, parsed.instance_id)
-                summary.add(Outcome.QUARANTINED, reason="patient_mismatch", source=parsed.label,
+                record(parsed, Outcome.QUARANTINED, reason="patient_mismatch", source=parsed.label,
                             message=message)
                 continue
             owners[parsed.study_id] = parsed.subject_id
@@ -202,7 +212,7 @@ class Committer:
                         "the source."
                     )
                     quarantine.append(self._held_in_place(p, "patient_mismatch", message))
-                    summary.add(Outcome.QUARANTINED, reason="patient_mismatch", source=p.label,
+                    record(p, Outcome.QUARANTINED, reason="patient_mismatch", source=p.label,
                                 message=message)
             lost = [p for p in new if p.instance_id not in inserted
                     and p.instance_id not in mismatched]
@@ -214,7 +224,7 @@ class Committer:
                 for p in lost:
                     assert p.staged is not None
                     if theirs.get(p.instance_id) == p.staged.sha256:
-                        summary.add(Outcome.DUPLICATE)
+                        record(p, Outcome.DUPLICATE)
                         continue
                     message = (
                         "An instance with this SOPInstanceUID was archived with different "
@@ -222,14 +232,14 @@ class Committer:
                         f"quarantine (instance {p.instance_id})."
                     )
                     quarantine.append(self._held_in_place(p, "conflict", message))
-                    summary.add(Outcome.CONFLICT, reason="conflict", source=p.label,
+                    record(p, Outcome.CONFLICT, reason="conflict", source=p.label,
                                 message=message)
             repo.add_quarantine(session, quarantine)
             repo.add_changes(session, project, "stored", Level.INSTANCE.value,
                              [r["id"] for r in instances if r["id"] in inserted])
         for p in new:
             if p.instance_id in inserted:
-                summary.add(Outcome.STORED, size=p.size)
+                record(p, Outcome.STORED, size=p.size)
                 report.stored_ids.append(p.instance_id)
 
     def _same_dataset(self, parsed: Parsed, known_sha: str,

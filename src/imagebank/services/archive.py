@@ -26,10 +26,11 @@ from imagebank.domain.errors import (
     StorageError,
 )
 from imagebank.domain.ids import IdDeriver, is_valid_project_id, resource_object_key
-from imagebank.domain.model import IngestSummary, Level
+from imagebank.domain.model import IngestSummary, Level, Outcome
 from imagebank.index import repo
 from imagebank.index.engine import make_engine, upgrade
 from imagebank.index.tables import Instance, Series, Study, Subject
+from imagebank.ingest.group import GroupCommitter
 from imagebank.ingest.pipeline import Committer, Progress, run_ingest
 from imagebank.ingest.sources import Source, SourceProblem, iter_sources
 from imagebank.ingest.worker import Parser, WorkerConfig
@@ -46,6 +47,8 @@ class Archive:
         self.engine = engine
         self.store = store
         self.sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
+        self._group = GroupCommitter(lambda project: Committer(self.sessions, self.store,
+                                                               project))
         with self.sessions.begin() as session:
             self._id_key = repo.get_or_create_id_key(session)
         self.ids = IdDeriver(self._id_key)
@@ -174,10 +177,24 @@ class Archive:
         """As ``ingest_bytes``, also returning the IDs of the instances stored."""
         if not self.has_project(project):
             self.ensure_project(project)  # raises with the message
+        received = self.receive(items, project)
+        return received.summary, received.stored_ids
+
+    def receive(self, items: Sequence[tuple[bytes, str]], project: str) -> Received:
+        """Store objects received over the network, each (Part-10 bytes, label): parsed in
+        the calling thread, committed in batches shared with concurrent callers
+        (``ingest.group``); returns once they are durable and indexed, with each object's
+        outcome in the order given."""
+        if not self.has_project(project):
+            self.ensure_project(project)  # raises with the message
         parser = Parser(self._worker_config(project), self.store)
-        committer = Committer(self.sessions, self.store, project)
-        report = committer.commit([parser.parse_bytes(data, label) for data, label in items])
-        return report.summary, report.stored_ids
+        parsed = [parser.parse_bytes(data, label) for data, label in items]
+        report = self._group.commit(project, parsed)
+        objects = []
+        for item in parsed:
+            outcome, reason, _label, message, _size = report.outcomes[id(item)]
+            objects.append(ObjectOutcome(item.instance_id or None, outcome, reason, message))
+        return Received(report.summary, report.stored_ids, objects)
 
     # -- reads ----------------------------------------------------------------------------
     def studies(self, project: str | None = None, *, limit: int = 100, offset: int = 0,
@@ -313,6 +330,26 @@ class Archive:
 
         return check_archive(self, repair=repair, verify_checksums=verify_checksums,
                              staging_age=staging_age, progress=progress)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectOutcome:
+    """What became of one received object: its instance ID (None if it could not be read),
+    the outcome, and for anything not stored the reason code and a message."""
+
+    instance_id: str | None
+    outcome: Outcome
+    reason: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """The outcome of ``Archive.receive``: counts, the instances stored, each object's."""
+
+    summary: IngestSummary
+    stored_ids: list[str]
+    objects: list[ObjectOutcome]
 
 
 @dataclass(slots=True)
