@@ -1,6 +1,7 @@
 """imagebank's benchmarks, side by side: ingest throughput against ``cp -r && sync`` and
 Orthanc, peak memory of an ingest against corpus size, study search on a large index, REST
-upload against Orthanc's, and study listing through the server.
+upload against Orthanc's, study listing through the server, and the DICOM network services
+and DICOMweb against Orthanc's.
 
     python benchmarks/run_all.py            # full sizes (docs/benchmarks.md): ~15 min once cached
     python benchmarks/run_all.py --smoke    # tiny sizes, < 2 min: run by `make test`
@@ -24,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import api_listing
+import dicom_network
 import index_queries
 import ingest_throughput
 import memory
@@ -40,7 +42,7 @@ from common import (
     remove,
 )
 
-PARTS = ["ingest", "memory", "index", "rest", "listing"]
+PARTS = ["ingest", "memory", "index", "rest", "listing", "dicom"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         studies = 2_000 if smoke else 100_000
         run("(e) study listing through the server", lambda: api_listing.measure(
             studies, quiet_wait=0 if smoke else 120))
+    if "dicom" in only:
+        network = dicom_network.smoke_spec() if smoke else dicom_network.full_spec()
+        run("(f) DICOM network and DICOMweb against Orthanc", lambda: dicom_network.measure(
+            network, only=set(dicom_network.PARTS), with_orthanc=not args.no_orthanc,
+            index_instances=20_000 if smoke else 1_000_000))
     remove(RUNS)
 
     print(f"\n== results ({mode}, {time.monotonic() - started:.0f} s)")
