@@ -38,12 +38,15 @@ user_app = typer.Typer(help="Add and manage users (passwords are hashed with arg
                        no_args_is_help=True)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 audit_app = typer.Typer(help="Read and verify the audit trail.", no_args_is_help=True)
+ae_app = typer.Typer(help="Remote DICOM nodes imagebank sends to (C-MOVE destinations).",
+                     no_args_is_help=True)
 app.add_typer(project_app, name="project")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
 app.add_typer(ls_app, name="ls")
 app.add_typer(resource_app, name="resource")
+app.add_typer(ae_app, name="ae")
 
 out = Console()
 err = Console(stderr=True)
@@ -182,6 +185,74 @@ def project_callers(project_id: Annotated[str | None, typer.Argument(
         return
     _table(rows, [("project_id", "project"), ("ae_title", "calling AE"), ("host", "from")],
            "Accepted calling AE titles")
+
+
+# -- remote AEs ------------------------------------------------------------------------------
+def _where(remote: dict[str, Any]) -> str:
+    host = remote["host"]
+    host = f"[{host}]" if ":" in host else host
+    return f"{remote['ae_title']} at {host}:{remote['port']}"
+
+
+@ae_app.command("add")
+def ae_add(
+    name: Annotated[str, typer.Argument(
+        help="Its name here; also its AE title unless --ae-title is given.")],
+    host: Annotated[str, typer.Argument(help="Its IP address or host name.")],
+    port: Annotated[int, typer.Argument(help="Its DICOM port (1-65535).")],
+    ae_title: Annotated[str | None, typer.Option(
+        "--ae-title", help="Its AE title, when it differs from NAME.")] = None,
+) -> None:
+    """Add a remote AE: a destination C-MOVEs may name (MoveDestination = its AE title)."""
+    from imagebank.services.nodes import Nodes
+
+    remote = Nodes(state.open().sessions).add_remote(name, host, port, ae_title)
+    _cli_audit(_runtime(), "add_remote_ae", object_id=remote["name"])
+    out.print(f"Added remote AE {escape(remote['name'])}: {escape(_where(remote))}.",
+              highlight=False)
+
+
+@ae_app.command("list")
+def ae_list(as_json: JsonOption = False) -> None:
+    """List the remote AEs."""
+    from imagebank.services.nodes import Nodes
+
+    rows = Nodes(state.open().sessions).remotes()
+    if as_json:
+        _print_json(rows)
+        return
+    _table(rows, [("name", "name"), ("ae_title", "AE title"), ("host", "host"),
+                  ("port", "port"), ("created_at", "added")], "Remote AEs")
+
+
+@ae_app.command("remove")
+def ae_remove(name: Annotated[str, typer.Argument(help="The remote AE's name.")]) -> None:
+    """Remove a remote AE: C-MOVEs to it are refused from then on."""
+    from imagebank.services.nodes import Nodes
+
+    Nodes(state.open().sessions).remove_remote(name)
+    _cli_audit(_runtime(), "remove_remote_ae", object_id=name.strip())
+    out.print(f"Removed remote AE {escape(name.strip())}.", highlight=False)
+
+
+@ae_app.command("echo")
+def ae_echo(
+    name: Annotated[str, typer.Argument(help="The remote AE's name.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each step.")] = 10.0,
+) -> None:
+    """C-ECHO a remote AE (as the listener's AE title, IMAGEBANK_DICOM_AE_TITLE)."""
+    from imagebank.dimse.query_retrieve import echo
+    from imagebank.services.nodes import Nodes
+
+    archive = state.open()
+    remote = Nodes(archive.sessions).remote(name)
+    result = echo(remote["host"], remote["port"], remote["ae_title"],
+                  calling_ae_title=archive.settings.dicom_ae_title, timeout=max(0.1, timeout))
+    if not result.ok:
+        raise ImagebankError(f"C-ECHO to {remote['name']} ({_where(remote)}) failed: "
+                             f"{result.reason}.", code="echo_failed")
+    out.print(f"C-ECHO to {escape(remote['name'])} ({escape(_where(remote))}): ok in "
+              f"{result.milliseconds:.0f} ms.", highlight=False)
 
 
 @project_app.command("list")

@@ -24,6 +24,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from imagebank.dimse import tuning
+from imagebank.dimse.query_retrieve import QueryRetrieve
 from imagebank.domain.errors import ImagebankError, StorageError
 from imagebank.services.audit import make_event
 from imagebank.services.nodes import Nodes
@@ -36,6 +38,7 @@ _config.LOG_RESPONSE_IDENTIFIERS = False
 # Private and new storage SOP classes are archived too (as Orthanc and dcm4chee do).
 _config.UNRESTRICTED_STORAGE_SERVICE = True
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+tuning.install()
 
 DEFAULT_AE_TITLE = "IMAGEBANK"
 #: A-ASSOCIATE-RJ: rejected-permanent, by the service user, calling / called AE not known.
@@ -73,7 +76,13 @@ class DicomListener:
         self.ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
-                self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+                # Roles: a C-GET's SCU proposes to be the SCP of its storage contexts.
+                self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES,
+                                              scu_role=True, scp_role=True)
+        # C-FIND, C-MOVE, C-GET (query_retrieve.py), scoped to the association's project.
+        self.query_retrieve = QueryRetrieve(runtime, lambda assoc: getattr(assoc, _STATE, None))
+        for sop_class in self.query_retrieve.contexts():
+            self.ae.add_supported_context(sop_class)
         self._server: Any = None
 
     @property
@@ -86,7 +95,7 @@ class DicomListener:
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store), (evt.EVT_RELEASED, self._on_end),
-            (evt.EVT_ABORTED, self._on_end)]
+            (evt.EVT_ABORTED, self._on_end), *self.query_retrieve.handlers()]
         try:
             self._server = self.ae.start_server((self.host, self.requested_port), block=False,
                                                 evt_handlers=handlers)

@@ -1,4 +1,5 @@
-"""SQL for DICOM nodes: each project's called AE title and the calling AEs it accepts."""
+"""SQL for DICOM nodes: each project's called AE title, the calling AEs it accepts, and the
+remote AEs imagebank sends to."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from imagebank.index.repo import _insert, now
-from imagebank.index.tables import CallingAE, Project
+from imagebank.index.tables import CallingAE, Project, RemoteAE
 
 
 def set_ae_title(session: Session, project_id: str, ae_title: str | None) -> bool:
@@ -43,3 +44,30 @@ def calling_aes(session: Session, project_id: str | None = None) -> list[dict[st
     if project_id is not None:
         stmt = stmt.where(CallingAE.project_id == project_id)
     return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+_REMOTE = (RemoteAE.name, RemoteAE.ae_title, RemoteAE.host, RemoteAE.port, RemoteAE.created_at)
+
+
+def add_remote_ae(session: Session, name: str, ae_title: str, host: str, port: int) -> None:
+    session.add(RemoteAE(name=name, ae_title=ae_title, host=host, port=port, created_at=now()))
+    session.flush()
+
+
+def remove_remote_ae(session: Session, name: str) -> int:
+    result = session.execute(delete(RemoteAE).where(RemoteAE.name == name))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def get_remote_ae(session: Session, name: str) -> dict[str, Any] | None:
+    row = session.execute(select(*_REMOTE).where(RemoteAE.name == name)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def remote_ae_titled(session: Session, ae_title: str) -> dict[str, Any] | None:
+    row = session.execute(select(*_REMOTE).where(RemoteAE.ae_title == ae_title)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def list_remote_aes(session: Session) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in session.execute(select(*_REMOTE).order_by(RemoteAE.name))]

@@ -70,6 +70,23 @@ class CallingAE(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class RemoteAE(Base):
+    """A DICOM node imagebank sends to (a C-MOVE destination, an echo target). Configured
+    once per imagebank node, not per project: the calling AE's project decides what is sent,
+    the MoveDestination (this AE title) only where to."""
+
+    __tablename__ = "remote_aes"
+    #: The name it is managed by (``imagebank ae echo NAME``); its AE title by default.
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ae_title: Mapped[str] = mapped_column(String(16))
+    #: An IP address or a host name (resolved when an association is made).
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index(None, "ae_title", unique=True),)
+
+
 class Subject(Base):
     __tablename__ = "subjects"
     id: Mapped[str] = mapped_column(ID, primary_key=True)
