@@ -36,6 +36,9 @@ from imagebank.services.runtime import Runtime
 
 V1 = "/api/v1"
 P = f"{V1}/projects/{{project}}"
+DW = "/dicomweb"  # DICOMweb over every project the principal may read
+PDW = "/projects/{project}/dicomweb"  # DICOMweb of one project
+DW_INSTANCE = "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
 
 #: The principals, least to most privileged (the order each route is tried in).
 PRINCIPALS: tuple[str | None, ...] = (None, "outsider", "viewer", "collaborator", "member",
@@ -131,6 +134,29 @@ EXPECTED: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", f"{V1}/jobs/{{job_id}}"): job_of_member(200),
     ("DELETE", f"{V1}/jobs/{{job_id}}"): job_of_member(200),
     ("GET", f"{V1}/jobs/{{job_id}}/result"): job_of_member(200),
+    # -- DICOMweb: searches and metadata read, retrieves download, STOW-RS writes. Under
+    # /dicomweb anyone signed in searches (and finds only their projects' data); alpha's
+    # objects are not found by an outsider there and not downloadable by its viewer.
+    **{("GET", f"{DW}{path}"): signed_in_user(200) for path in (
+        "/studies", "/series", "/instances", "/studies/{study_uid}/series",
+        "/studies/{study_uid}/instances", "/studies/{study_uid}/series/{series_uid}/instances")},
+    **{("GET", f"{PDW}{path}"): reader(200) for path in (
+        "/studies", "/series", "/instances", "/studies/{study_uid}/series",
+        "/studies/{study_uid}/instances", "/studies/{study_uid}/series/{series_uid}/instances")},
+    **{("GET", f"{base}{path}"): reader(200) for base in (DW, PDW) for path in (
+        "/studies/{study_uid}/metadata", "/studies/{study_uid}/series/{series_uid}/metadata",
+        f"{DW_INSTANCE}/metadata")},
+    **{("GET", f"{base}{path}"): downloader(200) for base in (DW, PDW) for path in (
+        "/studies/{study_uid}", "/studies/{study_uid}/series/{series_uid}", DW_INSTANCE,
+        f"{DW_INSTANCE}/frames/{{frame_list}}", f"{DW_INSTANCE}/bulkdata/{{tag}}",
+        f"{DW_INSTANCE}/rendered", f"{DW_INSTANCE}/frames/{{frame}}/rendered",
+        "/studies/{study_uid}/thumbnail", "/studies/{study_uid}/series/{series_uid}/thumbnail",
+        f"{DW_INSTANCE}/thumbnail")},
+    ("POST", f"{PDW}/studies"): writer(200),
+    ("POST", f"{PDW}/studies/{{study_uid}}"): writer(200),
+    # storing goes to a project's address: /dicomweb/studies tells where (400)
+    ("POST", f"{DW}/studies"): signed_in_user(400),
+    ("POST", f"{DW}/studies/{{study_uid}}"): signed_in_user(400),
 }
 
 #: Routes outside FastAPI's APIRoute (so without access dependencies): the API description.
@@ -260,13 +286,14 @@ class Ctx:
     client: TestClient
     export_job: str  # a finished export of alpha's study, started by the member
     counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    uids: dict[str, str] = field(default_factory=dict)  # DICOMweb path parameters
 
     def defaults(self) -> dict[str, str]:
         ids = self.world.ids
         return {"project": "alpha", "subject": ids["subject"], "study": ids["study"],
                 "series": ids["series"], "instance": ids["instance"],
                 "resource": ids["resource"], "username": "outsider",
-                "job_id": self.export_job, "token_id": "0" * 16}
+                "job_id": self.export_job, "token_id": "0" * 16, **self.uids}
 
 
 def make_ctx(world: World, client: TestClient) -> Ctx:
@@ -277,7 +304,12 @@ def make_ctx(world: World, client: TestClient) -> Ctx:
                               member["id"])
     runtime.jobs.run_pending()
     assert runtime.jobs.get(job["id"])["state"] == "succeeded"
-    return Ctx(world, client, job["id"])
+    archive = runtime.archive
+    uids = {"study_uid": archive.get("study", world.ids["study"])["study_instance_uid"],
+            "series_uid": archive.get("series", world.ids["series"])["series_instance_uid"],
+            "sop_uid": archive.get("instance", world.ids["instance"])["sop_instance_uid"],
+            "frame_list": "1", "frame": "1", "tag": "7FE00010"}
+    return Ctx(world, client, job["id"], uids=uids)
 
 
 def tiny_dicom(n: int) -> bytes:
@@ -291,6 +323,15 @@ def tiny_zip(n: int) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("one.dcm", tiny_dicom(n))
     return buffer.getvalue()
+
+
+def stow(parts: list[bytes]) -> Call:
+    """A STOW-RS request of ``parts``."""
+    boundary = uuid.uuid4().hex
+    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                    + part + b"\r\n" for part in parts) + f"--{boundary}--\r\n".encode()
+    return Call(content=body, headers={
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
 
 
 def _own_token(ctx: Ctx, user: str | None) -> Call:
@@ -335,6 +376,11 @@ RECIPES: dict[tuple[str, str], Callable[[Ctx, str | None], Call]] = {
         content=tiny_zip(next(ctx.counter)), headers={"Content-Type": "application/zip"}),
     ("POST", f"{P}/exports"): lambda ctx, user: Call(json={"ids": [ctx.world.ids["study"]]}),
     ("DELETE", f"{V1}/jobs/{{job_id}}"): _fresh_job,
+    ("POST", f"{PDW}/studies"): lambda ctx, user: stow([tiny_dicom(next(ctx.counter))]),
+    ("POST", f"{DW}/studies"): lambda ctx, user: stow([tiny_dicom(next(ctx.counter))]),
+    # the study's own instance again: an identical re-send, stored (as it was)
+    ("POST", f"{PDW}/studies/{{study_uid}}"): lambda ctx, user: stow(
+        [ctx.world.runtime.archive.instance_bytes(ctx.world.ids["instance"])]),
 }
 
 
@@ -406,6 +452,8 @@ REPRESENTATIVE = [
     ("GET", P), ("GET", f"{P}/studies"), ("GET", f"{P}/instances/{{instance}}/file"),
     ("POST", f"{P}/resources"), ("PUT", f"{P}/members/{{username}}"),
     ("GET", f"{V1}/users"), ("GET", f"{V1}/jobs/{{job_id}}"), ("GET", f"{V1}/me"),
+    ("GET", f"{PDW}/studies"), ("GET", f"{DW}/studies/{{study_uid}}/metadata"),
+    ("POST", f"{PDW}/studies"),
 ]
 
 

@@ -64,7 +64,7 @@ SETTINGS = settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, 
 
 
 # The upload bodies are opaque bytes: send them as schemathesis sends application/octet-stream.
-schemathesis.serializer.alias(["application/dicom", "application/zip"],
+schemathesis.serializer.alias(["application/dicom", "application/zip", "multipart/related"],
                               "application/octet-stream")
 
 

@@ -8,7 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from imagebank import __version__
-from imagebank.api import problems, routes_accounts, routes_data, routes_jobs, routes_projects
+from imagebank.api import (
+    problems,
+    routes_accounts,
+    routes_data,
+    routes_dicomweb,
+    routes_jobs,
+    routes_projects,
+)
 from imagebank.api.middleware import AuditMiddleware
 from imagebank.api.security import API_PREFIX
 from imagebank.services.runtime import Runtime
@@ -50,7 +57,7 @@ def create_app(runtime: Runtime, *, background: bool = True, requeue: bool = Tru
     problems.install(app)
     # The routes are added as they are (not through include_router) so that the route table
     # holds each APIRoute with its full path: the audit records it and a test walks it.
-    for module in (routes_accounts, routes_projects, routes_data, routes_jobs):
+    for module in (routes_accounts, routes_projects, routes_data, routes_jobs, routes_dicomweb):
         app.router.routes.extend(module.router.routes)
     app.add_middleware(AuditMiddleware, runtime=runtime)
     return app

@@ -27,6 +27,8 @@ OBJECT_PARAMS = (("instance", "instance"), ("series", "series"), ("study", "stud
                  ("subject", "subject"), ("resource", "resource"), ("job_id", "job"),
                  ("token_id", "token"), ("username", "user"))
 UNAUDITED = frozenset({"/api/v1/health"})
+#: The REST API and DICOMweb (``/dicomweb``, ``/projects/{project}/dicomweb``).
+AUDITED_PREFIXES = ("/api/", "/dicomweb", "/projects/")
 #: On every API response: never sniff a download's type, never cache (the data may be
 #: identifiable), never frame, never leak the URL (it holds IDs) to another site.
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"),
@@ -80,7 +82,7 @@ class AuditMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/api/") or path in UNAUDITED:
+        if scope["type"] != "http" or not path.startswith(AUDITED_PREFIXES) or path in UNAUDITED:
             await self.app(scope, receive, send)
             return
         started = time.monotonic()

@@ -113,7 +113,9 @@ def _describe_errors(document: dict[str, Any], labels: dict[tuple[str, str], str
             for status in sorted(statuses):
                 responses.setdefault(str(status), {})
             for status, response in responses.items():
-                if status[0] in "45":
+                # (STOW-RS answers 409 with the DICOM JSON body PS3.18 prescribes)
+                if status[0] in "45" and "application/dicom+json" not in response.get(
+                        "content", {}):
                     response["description"] = _title(int(status))
                     response["content"] = content
 
