@@ -169,7 +169,9 @@ class Orthanc:
     def qido_url(self) -> str:
         return f"{self.server.url}/dicom-web/studies"
 
-    headers: dict[str, str] = {}
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
 
 
 def _contestants(with_orthanc: bool) -> list[tuple[str, Any, str]]:
@@ -291,6 +293,7 @@ def measure(spec: CorpusSpec, *, only: set[str], with_orthanc: bool = True,
     n = len(files)
     group = f"DICOM network, {n:,} CT instances {spec.rows}x{spec.columns}"
     per: dict[str, dict[str, float]] = {}
+    times: dict[str, dict[str, list[float]]] = {}
     for name, kind, called in _contestants(with_orthanc):
         mine = per.setdefault(name, {})
         if "cstore" in only:
@@ -333,10 +336,13 @@ def measure(spec: CorpusSpec, *, only: set[str], with_orthanc: bool = True,
                         f"{n / seconds:.1f} inst/s")
                     if "qido" in only:
                         patients, dates = _qido_params(spec)
-                        mine["qido_patient"] = statistics.median(time_qido(
-                            server.qido_url, patients, server.headers, check_patient))
-                        mine["qido_dates"] = statistics.median(time_qido(
-                            server.qido_url, dates, server.headers, check_dates))
+                        times[name] = {
+                            "qido_patient": time_qido(server.qido_url, patients,
+                                                      server.headers, check_patient),
+                            "qido_dates": time_qido(server.qido_url, dates, server.headers,
+                                                    check_dates)}
+                        for key, value in times[name].items():
+                            mine[key] = statistics.median(value)
                         log(f"  {name}: QIDO-RS PatientID {mine['qido_patient']:.2f} ms, "
                             f"StudyDate range {mine['qido_dates']:.2f} ms")
             finally:
@@ -364,7 +370,7 @@ def measure(spec: CorpusSpec, *, only: set[str], with_orthanc: bool = True,
             if key in theirs:
                 results.append(Result(group, f"Orthanc {what}, median of {QUERIES}",
                                       theirs[key], "ms"))
-            results.append(_latency(group, f"imagebank {what}", [ours[key]],
+            results.append(_latency(group, f"imagebank {what}", times["imagebank"][key],
                                     baseline=theirs.get(key), log=lambda *_: None))
     if "qido1m" in only:
         results.extend(qido_large(index_instances, log=log))

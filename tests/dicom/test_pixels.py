@@ -36,7 +36,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from imagebank.dicom import pixels
+from imagebank.dicom import pixels, rendering
 from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
 from imagebank.domain.errors import (
     ImagebankError,
@@ -429,7 +429,7 @@ def _values() -> list[float]:
 def test_window_functions(function: str, formula: object) -> None:
     data = _image(STORED, RescaleSlope=SLOPE, RescaleIntercept=INTERCEPT)
     expected = [formula(x, 40, 100) for x in _values()]  # type: ignore[operator]
-    assert _grey(pixels.render(data, window=(40, 100, function))) == expected
+    assert _grey(rendering.render(data, window=(40, 100, function))) == expected
     if function == "LINEAR":  # hand-checked: (0 - 39.5) / 99 + 0.5 = 0.101 -> 26
         assert expected[:5] == [0, 0, 0, 26, 124] and expected[-2:] == [255, 255]
 
@@ -437,19 +437,19 @@ def test_window_functions(function: str, formula: object) -> None:
 def test_window_from_the_object_and_full_range() -> None:
     own = _image(STORED, RescaleSlope=SLOPE, RescaleIntercept=INTERCEPT, WindowCenter=[30, 500],
                  WindowWidth=[60, 1000])
-    assert _grey(pixels.render(own)) == [_linear(x, 30, 60) for x in _values()]
-    assert _grey(pixels.render(own, window=(40, 100, "LINEAR"))) == [
+    assert _grey(rendering.render(own)) == [_linear(x, 30, 60) for x in _values()]
+    assert _grey(rendering.render(own, window=(40, 100, "LINEAR"))) == [
         _linear(x, 40, 100) for x in _values()]
     sigmoid = _image(STORED, RescaleSlope=SLOPE, RescaleIntercept=INTERCEPT, WindowCenter=30,
                      WindowWidth=60, VOILUTFunction="SIGMOID")
-    assert _grey(pixels.render(sigmoid)) == [_sigmoid(x, 30, 60) for x in _values()]
+    assert _grey(rendering.render(sigmoid)) == [_sigmoid(x, 30, 60) for x in _values()]
     bare = _image(STORED, RescaleSlope=SLOPE, RescaleIntercept=INTERCEPT)
-    assert _grey(pixels.render(bare)) == [round((x + 100) / 400 * 255) for x in _values()]
+    assert _grey(rendering.render(bare)) == [round((x + 100) / 400 * 255) for x in _values()]
 
 
 def test_monochrome1_is_inverted() -> None:
     data = _image(STORED, "MONOCHROME1", RescaleSlope=SLOPE, RescaleIntercept=INTERCEPT)
-    assert _grey(pixels.render(data, window=(40, 100, "LINEAR"))) == [
+    assert _grey(rendering.render(data, window=(40, 100, "LINEAR"))) == [
         255 - _linear(x, 40, 100) for x in _values()]
 
 
@@ -469,27 +469,27 @@ def test_per_frame_functional_groups() -> None:
         per_frame.append(frame)
     data = _image(stored, SharedFunctionalGroupsSequence=Sequence([shared]),
                   PerFrameFunctionalGroupsSequence=Sequence(per_frame))
-    assert _grey(pixels.render(data, 1)) == [_linear(x, 40, 100) for x in _values()]
-    assert _grey(pixels.render(data, 2)) == [_linear(x, 0, 30) for x in _values()]
+    assert _grey(rendering.render(data, 1)) == [_linear(x, 40, 100) for x in _values()]
+    assert _grey(rendering.render(data, 2)) == [_linear(x, 0, 30) for x in _values()]
 
 
 def test_render_sizes_formats_and_colour(ct: bytes) -> None:
     wide = _image(np.arange(64 * 128, dtype=np.uint16).reshape(64, 128))
-    image = Image.open(io.BytesIO(pixels.render(wide, viewport=(100, 100))))
+    image = Image.open(io.BytesIO(rendering.render(wide, viewport=(100, 100))))
     assert image.size == (100, 50)  # (width, height): the aspect ratio is kept
-    image = Image.open(io.BytesIO(pixels.render(wide, viewport=(300, 512))))
+    image = Image.open(io.BytesIO(rendering.render(wide, viewport=(300, 512))))
     assert image.size == (512, 256)
-    low = pixels.render(ct, media_type="image/jpeg", quality=5)
-    high = pixels.render(ct, media_type="image/jpeg", quality=95)
+    low = rendering.render(ct, media_type="image/jpeg", quality=5)
+    high = rendering.render(ct, media_type="image/jpeg", quality=95)
     assert Image.open(io.BytesIO(high)).format == "JPEG" and len(low) < len(high)
     assert Image.open(io.BytesIO(high)).size == (64, 64)
     for media, kind in (("image/gif", "GIF"), ("image/jp2", "JPEG2000")):
-        assert Image.open(io.BytesIO(pixels.render(ct, media_type=media))).format == kind
+        assert Image.open(io.BytesIO(rendering.render(ct, media_type=media))).format == kind
     rgb = _file("SC_rgb_rle.dcm")
-    decoded = np.asarray(Image.open(io.BytesIO(pixels.render(rgb))))
+    decoded = np.asarray(Image.open(io.BytesIO(rendering.render(rgb))))
     assert np.array_equal(decoded, _array(rgb))
     ybr = _file("SC_rgb_dcmtk_+eb+cy+np.dcm")  # JPEG of YBR_FULL_422: shown as RGB
-    decoded = np.asarray(Image.open(io.BytesIO(pixels.render(ybr))))
+    decoded = np.asarray(Image.open(io.BytesIO(rendering.render(ybr))))
     assert decoded.shape == (100, 100, 3)
     assert np.abs(decoded.astype(int) - _array(ybr).astype(int)).max() <= 1
 
@@ -497,11 +497,11 @@ def test_render_sizes_formats_and_colour(ct: bytes) -> None:
 def test_render_real_and_compressed_images() -> None:
     data = REAL_CT.read_bytes()
     ds = _read(data)
-    image = Image.open(io.BytesIO(pixels.render(data)))
+    image = Image.open(io.BytesIO(rendering.render(data)))
     assert image.size == (int(ds.Columns), int(ds.Rows)) and image.mode == "L"
     for name in ("JPEG-LL.dcm", "emri_small_jpeg_ls_lossless.dcm", "MR_small_RLE.dcm",
                  "JPEG2000.dcm", "liver.dcm"):
-        png = pixels.render(_file(name), viewport=(64, 64))
+        png = rendering.render(_file(name), viewport=(64, 64))
         assert max(Image.open(io.BytesIO(png)).size) == 64, name
 
 
@@ -509,33 +509,33 @@ def test_thumbnail_is_the_middle_frame() -> None:
     colours = np.zeros((3, 8, 8, 3), dtype=np.uint8)
     colours[0, ..., 0] = colours[1, ..., 1] = colours[2, ..., 2] = 200  # red, green, blue
     data = _image(colours, "RGB")
-    thumb = Image.open(io.BytesIO(pixels.thumbnail(data, media_type="image/png", size=4)))
+    thumb = Image.open(io.BytesIO(rendering.thumbnail(data, media_type="image/png", size=4)))
     assert thumb.size == (4, 4)
     assert tuple(np.asarray(thumb)[2, 2]) == (0, 200, 0)
-    jpeg = Image.open(io.BytesIO(pixels.thumbnail(_file("emri_small.dcm"), size=32)))
+    jpeg = Image.open(io.BytesIO(rendering.thumbnail(_file("emri_small.dcm"), size=32)))
     assert jpeg.format == "JPEG" and jpeg.size == (32, 32)
     # Never enlarged.
-    assert Image.open(io.BytesIO(pixels.thumbnail(data, size=128))).size == (8, 8)
+    assert Image.open(io.BytesIO(rendering.thumbnail(data, size=128))).size == (8, 8)
 
 
 def test_render_errors(ct: bytes) -> None:
     with pytest.raises(NotAcceptableError):
-        pixels.render(ct, media_type="image/tiff")
+        rendering.render(ct, media_type="image/tiff")
     for kwargs in ({"quality": 0}, {"quality": 101}, {"viewport": (0, 10)},
                    {"window": (40, 0.5, "LINEAR")}, {"window": (40, 0, "SIGMOID")},
                    {"window": (40, 100, "CUBIC")}, {"window": (float("nan"), 100, "LINEAR")}):
         with pytest.raises(InvalidInputError):
-            pixels.render(ct, **kwargs)  # type: ignore[arg-type]
+            rendering.render(ct, **kwargs)  # type: ignore[arg-type]
     with pytest.raises(NotFoundError):
-        pixels.render(_file("emri_small.dcm"), 11)
+        rendering.render(_file("emri_small.dcm"), 11)
     with pytest.raises(InvalidInputError) as caught:
-        pixels.render(SR.read_bytes())
+        rendering.render(SR.read_bytes())
     assert caught.value.code == "no_pixel_data"
     with pytest.raises(InvalidInputError) as caught:
-        pixels.render(_file("JPEG-lossy.dcm"))
+        rendering.render(_file("JPEG-lossy.dcm"))
     assert caught.value.code == "cannot_render"
     with pytest.raises(InvalidInputError) as caught:
-        pixels.thumbnail(_file("JPEG-lossy.dcm"))
+        rendering.thumbnail(_file("JPEG-lossy.dcm"))
     assert caught.value.code == "cannot_render"
 
 
@@ -556,7 +556,7 @@ def test_speed_of_a_512_ct_frame_and_rendering() -> None:
         return statistics.median(times)
 
     assert median_ms(lambda: pixels.frames(data, [1], ["*"])) < 5
-    assert median_ms(lambda: pixels.render(data)) < 30
+    assert median_ms(lambda: rendering.render(data)) < 30
 
 
 def test_no_warning_escapes() -> None:
@@ -564,7 +564,7 @@ def test_no_warning_escapes() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pixels.frames(data, [1], [ELE])
-        pixels.render(data)
+        rendering.render(data)
         pixels.transcode(data, ELE)
     assert caught == []
 
@@ -598,8 +598,8 @@ def test_every_pydicom_test_file_gives_a_result_or_a_clear_error(path: Path) -> 
     """Odd, damaged and exotic files: a result or an ImagebankError, never anything else."""
     data = path.read_bytes()
     calls = (lambda: pixels.frame_count(data), lambda: pixels.frames(data, [1], ["*"]),
-             lambda: pixels.frames(data, [1], [ELE]), lambda: pixels.render(data),
-             lambda: pixels.thumbnail(data), lambda: pixels.transcode(data, IVLE),
+             lambda: pixels.frames(data, [1], [ELE]), lambda: rendering.render(data),
+             lambda: rendering.thumbnail(data), lambda: pixels.transcode(data, IVLE),
              lambda: pixels.bulkdata(data, 0x7FE00010))
     for call in calls:
         try:
@@ -625,6 +625,6 @@ def test_float_pixel_data_with_nan_and_infinity() -> None:
     assert pixels.frames(data, [1], ["*"])[1] == [values.tobytes()]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        grey = np.asarray(Image.open(io.BytesIO(pixels.render(data))))
+        grey = np.asarray(Image.open(io.BytesIO(rendering.render(data))))
     # The full range of the finite values (1..2); NaN shows as black, +inf as white.
     assert grey.tolist() == [[0, 0], [255, 255]]

@@ -20,7 +20,7 @@ from imagebank.api.dicomweb_media import (
     negotiate_rendered,
 )
 from imagebank.api.security import runtime_of
-from imagebank.dicom import pixels
+from imagebank.dicom import pixels, rendering
 from imagebank.domain.access import Permission
 from imagebank.domain.errors import InvalidInputError, NotFoundError
 
@@ -103,7 +103,7 @@ def rendered(request: Request, study_uid: str, series_uid: str, sop_uid: str,
     media_type = negotiate_rendered(request.headers.get("accept"))
     voi, size = _window(window), _viewport(viewport)
     row = _instance(request, study_uid, series_uid, sop_uid)
-    image = pixels.render(_data(request, row), frame, media_type=media_type, window=voi,
+    image = rendering.render(_data(request, row), frame, media_type=media_type, window=voi,
                           viewport=size, quality=quality)
     return Response(image, media_type=media_type)
 
@@ -125,6 +125,6 @@ def thumbnail(request: Request, study_uid: str, series_uid: str | None = None,
     size = _viewport(viewport)
     rows = instances(request, Permission.DOWNLOAD, study_uid, series_uid, sop_uid)
     row = representative(rows)
-    image = pixels.thumbnail(_data(request, row), media_type=media_type,
+    image = rendering.thumbnail(_data(request, row), media_type=media_type,
                              size=max(size) if size else THUMBNAIL_SIZE)
     return Response(image, media_type=media_type)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from imagebank.index.repo import _insert, _row, now
@@ -105,6 +105,29 @@ def add_token(session: Session, row: dict[str, Any]) -> None:
 
 def get_token(session: Session, token_id: str) -> ApiToken | None:
     return session.get(ApiToken, token_id)
+
+
+_TOKEN_HOLDER = (
+    select(ApiToken.secret_hash, ApiToken.expires_at, ApiToken.revoked_at, ApiToken.scopes,
+           User.id, User.username, User.is_admin, User.is_active)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.id == bindparam("token_id"))
+)
+_ROLES = select(Membership.project_id, Membership.role).where(
+    Membership.user_id == bindparam("user_id"))
+
+
+def token_holder(connection: Connection, token_id: str
+                 ) -> tuple[Any, dict[str, str]] | None:
+    """The token's (secret_hash, expires_at, revoked_at, scopes) with its user's (id,
+    username, is_admin, is_active), and the user's roles; None for an unknown token. Core
+    statements: this runs on every request that sends a token."""
+    row = connection.execute(_TOKEN_HOLDER, {"token_id": token_id}).first()
+    if row is None:
+        return None
+    roles = {project: role for project, role in connection.execute(
+        _ROLES, {"user_id": row.id})}
+    return row, roles
 
 
 def list_tokens(session: Session, user_id: str | None = None) -> list[dict[str, Any]]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from imagebank.index.repo import _row
@@ -14,19 +14,24 @@ from imagebank.index.tables import AuditEvent, AuditHead
 Sealer = Callable[[int, str], tuple[int, str]]
 
 
-def append(session: Session, rows: list[dict[str, Any]], seal: Sealer) -> None:
-    """Lock the chain head, let ``seal`` number and hash ``rows`` after it, insert them.
+_HEAD = cast(Table, AuditHead.__table__)
+_EVENTS = cast(Table, AuditEvent.__table__)
+#: Takes the write lock (SQLite) or the row lock (PostgreSQL) and reads the head in one
+#: statement: writers in other processes queue behind it.
+_LOCK_HEAD = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq)
+              .returning(_HEAD.c.seq, _HEAD.c.hash))
+_SET_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 
-    The UPDATE comes first so that it takes the write lock (SQLite) or the row lock
-    (PostgreSQL) before the head is read: writers in other processes queue behind it.
-    """
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq))
-    head = session.get(AuditHead, 1, populate_existing=True)
-    if head is None:  # pragma: no cover - created by the migration
+
+def append(connection: Connection, rows: list[dict[str, Any]], seal: Sealer) -> None:
+    """Lock the chain head, let ``seal`` number and hash ``rows`` after it, insert them (in
+    the connection's transaction; Core statements: this runs once per audited request)."""
+    head = connection.execute(_LOCK_HEAD).first()
+    if head is None:  # the head row was deleted: the chain cannot be extended safely
         raise RuntimeError("the audit chain head row is missing")
-    seq, digest = seal(int(head.seq), head.hash)
-    session.execute(insert(AuditEvent), rows)
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=digest))
+    seq, digest = seal(int(head[0]), head[1])
+    connection.execute(insert(_EVENTS), rows)
+    connection.execute(_SET_HEAD.values(seq=seq, hash=digest))
 
 
 def head(session: Session) -> tuple[int, str] | None:

@@ -39,6 +39,7 @@ from imagebank.domain.errors import (
 )
 from imagebank.domain.passwords import password_problem
 from imagebank.index import accounts as sql
+from imagebank.index.engine import write_gate
 from imagebank.index.repo import aware
 from imagebank.index.repo import now as utcnow
 from imagebank.settings import Settings
@@ -247,19 +248,25 @@ class Accounts:
         token_id, secret = match.groups()
         stamp = utcnow()
         digest = _sha256(secret)
-        with self.sessions.begin() as session:
-            row = sql.get_token(session, token_id)
-            if row is None or not hmac.compare_digest(row.secret_hash, digest):
-                return None
-            expires = aware(row.expires_at)
-            if row.revoked_at is not None or (expires is not None and expires <= stamp):
-                return None
-            user = sql.get_user(session, row.user_id)
-            if user is None or not user.is_active:
-                return None
-            scopes = frozenset(Scope(s) for s in row.scopes.split(",") if s)
-            principal = self._principal(session, user, scopes, token_id)
-            if self._should_touch(token_id):
+        engine = self.sessions.kw["bind"]
+        with engine.connect() as connection:
+            found = sql.token_holder(connection, token_id)
+        if found is None:
+            return None
+        row, roles = found
+        if not hmac.compare_digest(row.secret_hash, digest):
+            return None
+        expires = aware(row.expires_at)
+        if row.revoked_at is not None or (expires is not None and expires <= stamp):
+            return None
+        if not row.is_active:
+            return None
+        scopes = frozenset(Scope(s) for s in row.scopes.split(",") if s)
+        principal = Principal(user_id=row.id, username=row.username, is_admin=row.is_admin,
+                              roles={p: Role(r) for p, r in roles.items()}, scopes=scopes,
+                              token_id=token_id)
+        if self._should_touch(token_id):
+            with write_gate(engine), self.sessions.begin() as session:
                 sql.touch_token(session, token_id, stamp)
         return principal
 

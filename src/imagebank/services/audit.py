@@ -61,8 +61,9 @@ class AuditLog:
             return seal(self.key, rows, prev_seq, prev_hash)
 
         try:
-            with write_gate(self.sessions.kw["bind"]), self.sessions.begin() as session:
-                sql.append(session, rows, sealer)
+            engine = self.sessions.kw["bind"]
+            with write_gate(engine), engine.begin() as connection:
+                sql.append(connection, rows, sealer)
         except SQLAlchemyError as exc:
             raise StorageError("The audit trail could not be written.") from exc
         return int(rows[-1]["seq"]) if rows else 0
