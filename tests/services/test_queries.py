@@ -167,3 +167,22 @@ def test_keyword_of_accepts_tags_and_keywords() -> None:
     assert keyword_of("StudyDate") == "StudyDate"
     with pytest.raises(InvalidInputError):
         keyword_of("7FE1FFFF")
+
+
+def test_scope_holds_when_the_filter_is_on_a_level_above(archive: Archive,
+                                                         filled: dict[str, Any],
+                                                         tmp_path: Path) -> None:
+    """A patient in two projects: a search by PatientID sees only the projects in scope, at
+    every level (the project filter then moves to the patient's subquery)."""
+    queries = Queries(archive)
+    patient = filled["p1"][0].PatientID
+    again = write_study(tmp_path / "again", 0, study_number=0, slices=3, modality="CT")
+    archive.ingest(again, "p2")
+    for level, expected_p1, expected_p2 in ((Level.STUDY, 2, 1), (Level.SERIES, 2, 1),
+                                            (Level.INSTANCE, 6, 3)):
+        search = queries.parse(level, {"PatientID": patient})
+        assert len(queries.search(search, project_ids=["p1"]).matches) == expected_p1
+        assert len(queries.search(search, project_ids=["p2"]).matches) == expected_p2
+        assert len(queries.search(search, project_ids=["p1", "p2"]).matches) == (
+            expected_p1 + expected_p2)
+        assert queries.search(search, project_ids=[]).matches == []

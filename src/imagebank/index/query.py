@@ -31,10 +31,14 @@ _MODEL: dict[Level, type[Base]] = {
 _ORDER = (Level.SUBJECT, Level.STUDY, Level.SERIES, Level.INSTANCE)
 
 
-def _ids_where(level: Level, conditions: Sequence[Condition]) -> Any:
-    """SELECT id FROM level's table WHERE all of ``conditions`` (all at ``level``)."""
+def _ids_where(level: Level, conditions: Sequence[Condition],
+               project_ids: Sequence[str] | None = None) -> Any:
+    """SELECT id FROM level's table WHERE all of ``conditions`` (all at ``level``), in the
+    projects ``project_ids`` when given."""
     model: Any = _MODEL[level]
     stmt = select(model.id)
+    if project_ids is not None:
+        stmt = stmt.where(model.project_id.in_(list(project_ids)))
     for condition in conditions:
         stmt = stmt.where(condition_clause(condition, getattr(model, condition.column)))
     return stmt
@@ -76,14 +80,20 @@ def _statement(level: Level, conditions: Sequence[Condition], project_ids: Seque
         child = parent_model
     if level is Level.INSTANCE and not with_metadata:
         stmt = stmt.options(defer(Instance.metadata_json))
-    if project_ids is not None:
-        stmt = stmt.where(model.project_id.in_(list(project_ids)))
     by_level: dict[Level, list[Condition]] = {}
     for condition in conditions:
         by_level.setdefault(condition.level, []).append(condition)
+    # The projects are filtered on the highest level that has conditions: a row belongs to
+    # its parent's project, and a filter on the query's own table would tempt SQLite into
+    # walking that table's (project_id, date) index instead of the selective subquery.
+    above = [at for at in _ORDER[:depth] if at in by_level]
+    scope_at = above[0] if above else level
+    if project_ids is not None and scope_at is level:
+        stmt = stmt.where(model.project_id.in_(list(project_ids)))
     for at, found in by_level.items():
         if _ORDER.index(at) > depth:
             raise ValueError(f"{found[0].keyword} is below the {level.value} level")
+        scope = project_ids if at is scope_at else None
         if at is level:
             for condition in found:
                 stmt = stmt.where(condition_clause(condition, getattr(model,
@@ -91,10 +101,10 @@ def _statement(level: Level, conditions: Sequence[Condition], project_ids: Seque
             continue
         # A condition on a level above: restrict the nearest link to that level's matches.
         if at is Level.SUBJECT and level is not Level.STUDY:
-            ids = select(Study.id).where(Study.subject_id.in_(_ids_where(at, found)))
+            ids = select(Study.id).where(Study.subject_id.in_(_ids_where(at, found, scope)))
             stmt = stmt.where(model.study_id.in_(ids))
         else:
-            stmt = stmt.where(_parent_column(level, at).in_(_ids_where(at, found)))
+            stmt = stmt.where(_parent_column(level, at).in_(_ids_where(at, found, scope)))
     if modalities:
         stmt = stmt.where(_modalities_clause(level, modalities))
     return stmt
