@@ -376,14 +376,16 @@ def study_query(
         Subject.patient_birth_date,
         Subject.patient_sex,
     ).join(Subject, Subject.id == Study.subject_id)
-    if project_ids is not None:
-        stmt = stmt.where(Study.project_id.in_(list(project_ids)))
     if patient_id is not None:
-        # Through the subjects' PatientID index first: without statistics, SQLite would
-        # otherwise walk the studies in date order and test each one's subject.
-        stmt = stmt.where(Study.subject_id.in_(
-            select(Subject.id).where(Subject.patient_id == patient_id)
-        ))
+        # Through the subjects' PatientID index first, with the projects filtered there (a
+        # study is in its subject's project): a filter on the studies' project would tempt
+        # SQLite into walking the project's studies in date order instead.
+        subjects = select(Subject.id).where(Subject.patient_id == patient_id)
+        if project_ids is not None:
+            subjects = subjects.where(Subject.project_id.in_(list(project_ids)))
+        stmt = stmt.where(Study.subject_id.in_(subjects))
+    elif project_ids is not None:
+        stmt = stmt.where(Study.project_id.in_(list(project_ids)))
     if subject_id is not None:
         stmt = stmt.where(Study.subject_id == subject_id)
     if study_date_from is not None:
