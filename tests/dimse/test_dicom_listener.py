@@ -30,6 +30,7 @@ import pytest
 from sqlalchemy import select
 
 from imagebank.dicom.synthetic import SyntheticPatient
+from imagebank.dimse import tuning
 from imagebank.dimse.scp import DicomListener
 from imagebank.index.tables import Instance
 from imagebank.services.archive import Archive
@@ -374,6 +375,10 @@ def test_eight_simultaneous_associations_with_overlapping_studies(node: Node,
     assert sum(c["stored"] for c in by_sender.values()) == len(distinct)
     assert sum(c["stored"] + c["duplicates"] for c in by_sender.values()) == sum(
         len(files) for files in plans.values())
+
+    # Every association is counted out again once closed (the reactors' fast polls are for
+    # a lone association: dimse.tuning).
+    assert wait_for(lambda: tuning.associations.running == 0, timeout=20)
 
     # Nothing lost, nothing twice, every object as sent, index and store agree.
     assert_stored_as_sent(node, every_file)

@@ -58,6 +58,8 @@ class _Association:
     counts: dict[str, int] = field(default_factory=lambda: {"stored": 0, "duplicates": 0,
                                                             "failed": 0, "echoes": 0})
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Set when its connection has closed (counted out of ``tuning.associations``).
+    closed: bool = False
 
 
 class DicomListener:
@@ -95,7 +97,8 @@ class DicomListener:
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store), (evt.EVT_RELEASED, self._on_end),
-            (evt.EVT_ABORTED, self._on_end), *self.query_retrieve.handlers()]
+            (evt.EVT_ABORTED, self._on_end), (evt.EVT_CONN_CLOSE, self._on_close),
+            *self.query_retrieve.handlers()]
         try:
             self._server = self.ae.start_server((self.host, self.requested_port), block=False,
                                                 evt_handlers=handlers)
@@ -146,6 +149,14 @@ class DicomListener:
             assoc.kill()
             return
         setattr(assoc, _STATE, _Association(admission.project_id or "", calling, address))
+        tuning.associations.add(1)
+
+    def _on_close(self, event: Any) -> None:
+        """The connection is gone (however it ended): one association fewer running."""
+        state: _Association | None = getattr(event.assoc, _STATE, None)
+        if state is not None and not state.closed:
+            state.closed = True
+            tuning.associations.add(-1)
 
     def _on_echo(self, event: Any) -> int:
         state: _Association | None = getattr(event.assoc, _STATE, None)
