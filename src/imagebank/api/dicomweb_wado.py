@@ -13,6 +13,7 @@ expect. It is streamed as a JSON array, the index read ``METADATA_CHUNK`` instan
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +34,8 @@ from imagebank.dicom import pixels
 from imagebank.domain.access import Permission
 from imagebank.domain.errors import NotAcceptableError
 from imagebank.storage.base import ObjectStore
+
+log = logging.getLogger("imagebank.api")
 
 CHUNK = 1024 * 1024
 #: Transfer syntaxes whose Pixel Data is native (not encapsulated).
@@ -57,6 +60,16 @@ def _convert(data: bytes, targets: tuple[str, ...]) -> tuple[str, bytes]:
     raise NotAcceptableError(
         "An instance cannot be converted to any transfer syntax the Accept header asks for; "
         "ask for transfer-syntax=* to have each instance as it is stored.")
+
+
+def guarded(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
+    """``chunks``, stopped short (no closing boundary, no closing bracket: a client sees a
+    malformed body, never a complete-looking one) with one log line if producing them fails
+    once the response has started: no traceback, no object key, no patient data."""
+    try:
+        yield from chunks
+    except Exception as exc:  # noqa: BLE001 - the status line is sent: all we can do is stop
+        log.error("%s stopped part way: %s", what, getattr(exc, "code", type(exc).__name__))
 
 
 def _read(store: ObjectStore, key: str) -> Iterator[bytes]:
@@ -98,7 +111,7 @@ def retrieve(request: Request, study_uid: str, series_uid: str | None = None,
 
     if not choice.multipart:  # one instance, as a bare application/dicom body
         syntax, body = content(rows[0])
-        return StreamingResponse(iterate_in_threadpool(body),
+        return StreamingResponse(iterate_in_threadpool(guarded(body, "WADO-RS instance")),
                                  media_type=f"{DICOM}; transfer-syntax={syntax}")
     boundary = multipart.new_boundary()
 
@@ -110,7 +123,7 @@ def retrieve(request: Request, study_uid: str, series_uid: str | None = None,
             yield from body
         yield multipart.closing(boundary)
 
-    return StreamingResponse(iterate_in_threadpool(parts()),
+    return StreamingResponse(iterate_in_threadpool(guarded(parts(), "WADO-RS retrieve")),
                              media_type=multipart.content_type(boundary, DICOM))
 
 
@@ -160,4 +173,5 @@ def metadata(request: Request, study_uid: str, series_uid: str | None = None,
 
     if len(rows) <= METADATA_CHUNK:  # small: one answer with its length
         return Response(b"".join(texts()), media_type=media_type)
-    return StreamingResponse(iterate_in_threadpool(texts()), media_type=media_type)
+    return StreamingResponse(iterate_in_threadpool(guarded(texts(), "WADO-RS metadata")),
+                             media_type=media_type)
