@@ -46,6 +46,9 @@ def frames(request: Request, study_uid: str, series_uid: str, sop_uid: str,
     """Frames, one part each (PS3.18 8.3.5.1.2 / 10.4.1.1.4)."""
     syntaxes = negotiate_frames(request.headers.get("accept"))
     numbers = [int(n) for n in frame_list.split(",")]
+    if len(set(numbers)) != len(numbers):  # PS3.18: a list of non-duplicate frame numbers
+        raise InvalidInputError("A frame list names each frame once (no duplicates).",
+                                code="invalid_frame")
     row = _instance(request, study_uid, series_uid, sop_uid)
     media_type, values = pixels.frames(_data(request, row), numbers, syntaxes)
     boundary = multipart.new_boundary()

@@ -139,7 +139,9 @@ def install(app: FastAPI) -> None:
         elif exc.status == 401:
             headers = {"WWW-Authenticate": 'Bearer realm="imagebank"'}
         if exc.status >= 500:
-            log.error("%s error on %s", exc.code, request.scope.get("path", "?"))
+            # The route's template, never the path: a DICOMweb path holds UIDs.
+            log.error("%s error on %s", exc.code,
+                      getattr(request.scope.get("route"), "path", "(no route)"))
         return problem_response(exc.status, exc.message, exc.code, headers)
 
     @app.exception_handler(RequestValidationError)

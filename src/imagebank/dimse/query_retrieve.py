@@ -477,7 +477,8 @@ class QueryRetrieve:
             rows = self.queries.instances(
                 [request.state.project_id], patient_id=query.patient_id,
                 study_uid="\\".join(query.study_uids) or None,
-                series_uid="\\".join(query.series_uids) or None, sop_uids=query.sop_uids)
+                series_uid="\\".join(query.series_uids) or None, sop_uids=query.sop_uids,
+                limit=MAX_SUBOPERATIONS + 1)  # one more tells "too many" (never all of them)
         except InvalidInputError as exc:
             raise Refused(_UNABLE, exc.message, _offending(exc.message, request.keys)
                           ) from None

@@ -64,6 +64,14 @@ class GroupCommitter:
                 batch = self._take()
             try:
                 self._commit(batch)
+            except BaseException as exc:
+                # Whatever escaped, every ticket taken is answered (its caller would wait
+                # for it forever otherwise); the leader's own answer is its ticket's.
+                for taken in batch:
+                    if not taken.done:
+                        taken.error, taken.done = exc, True
+                if not isinstance(exc, Exception):
+                    raise
             finally:
                 with self._cond:
                     self._leading = False

@@ -238,10 +238,11 @@ class Queries:
     # -- retrieves --------------------------------------------------------------------------
     def instances(self, project_ids: Sequence[str] | None, *, study_uid: str | None = None,
                   series_uid: str | None = None, sop_uids: Sequence[str] = (),
-                  patient_id: str | None = None, with_metadata: bool = False
-                  ) -> list[dict[str, Any]]:
+                  patient_id: str | None = None, with_metadata: bool = False,
+                  limit: int | None = None) -> list[dict[str, Any]]:
         """The instance rows (with ``study_instance_uid`` and ``series_instance_uid``) under
-        the UIDs given, in the projects in scope, ordered by study, series and number."""
+        the UIDs given, in the projects in scope, ordered by study, series and number (the
+        first ``limit`` of them when given)."""
         filters: dict[str, str] = {}
         if patient_id is not None:
             filters["PatientID"] = patient_id
@@ -256,7 +257,8 @@ class Queries:
         search = self.parse(Level.INSTANCE, filters)
         with self.archive.sessions() as session:
             rows = sql.find(session, Level.INSTANCE, search.conditions,
-                            project_ids=project_ids, with_metadata=with_metadata)
+                            project_ids=project_ids, with_metadata=with_metadata,
+                            limit=limit)
         found = []
         for row in rows:
             instance = dict(row["instance"])
