@@ -186,3 +186,16 @@ def test_scope_holds_when_the_filter_is_on_a_level_above(archive: Archive,
         assert len(queries.search(search, project_ids=["p1", "p2"]).matches) == (
             expected_p1 + expected_p2)
         assert queries.search(search, project_ids=[]).matches == []
+
+
+@pytest.mark.parametrize("level", [Level.SUBJECT, Level.STUDY, Level.SERIES, Level.INSTANCE])
+def test_streamed_search_in_small_batches_equals_one_search(archive: Archive,
+                                                            filled: dict[str, Any],
+                                                            level: Level) -> None:
+    """C-FIND streams its matches from one query, a batch at a time: the batches, with their
+    counts and the attributes taken from the stored headers, add up to the whole answer."""
+    queries = Queries(archive)
+    search = queries.parse(level, {}, include=["KVP"] if level is not Level.SUBJECT else ())
+    whole = queries.search(search, project_ids=["p1"]).matches
+    streamed = list(queries.iter_search(search, project_ids=["p1"], batch=2))
+    assert streamed == whole and len(whole) > 2

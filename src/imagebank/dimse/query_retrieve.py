@@ -373,20 +373,18 @@ class QueryRetrieve:
             if search.unsupported:
                 request.detail["unsupported"] = list(search.unsupported)
             called = _called(event)
-            offset = 0
-            while True:
-                page = self.queries.search(search, project_ids=[request.state.project_id],
-                                           limit=PAGE, offset=offset)
-                for match in page.matches:
+            found = self.queries.iter_search(search, project_ids=[request.state.project_id],
+                                             batch=PAGE)
+            try:
+                for match in found:
                     if event.is_cancelled:
                         self._audit(request, _CANCEL, "cancelled", matches=matches)
                         yield _CANCEL, None
                         return
                     matches += 1
                     yield pending, _answer(query, match, called)
-                if len(page.matches) < PAGE:
-                    break
-                offset += PAGE
+            finally:
+                found.close()  # ends the read transaction, whatever ended the answers
             self._audit(request, _SUCCESS, "ok", matches=matches)
         except Refused as refused:
             self._audit(request, refused.status, "rejected", matches=matches)

@@ -10,7 +10,7 @@ dict per level ("subject", "study", "series", "instance") of the rows it belongs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -126,21 +126,40 @@ def find(session: Session, level: Level, conditions: Sequence[Condition] = (), *
          ) -> list[dict[str, dict[str, Any]]]:
     """The rows at ``level`` matching every condition, each with its ancestors' rows, in a
     stable order (patients by ID; studies newest first; series and instances by number)."""
+    results: list[dict[str, dict[str, Any]]] = []
+    for batch in iter_find(session, level, conditions, project_ids=project_ids,
+                           modalities=modalities, limit=limit, offset=offset,
+                           with_metadata=with_metadata):
+        results.extend(batch)
+    return results
+
+
+def iter_find(session: Session, level: Level, conditions: Sequence[Condition] = (), *,
+              project_ids: Sequence[str] | None = None,
+              modalities: Sequence[str] | None = None, limit: int | None = None,
+              offset: int = 0, with_metadata: bool = False, batch: int = CHUNK
+              ) -> Iterator[list[dict[str, dict[str, Any]]]]:
+    """As ``find``, in batches of ``batch`` rows from one query whose result is streamed
+    (C-FIND over a million matches holds one batch at a time, with no OFFSET rescans)."""
     stmt = _ordered(_statement(level, conditions, project_ids, modalities, with_metadata),
-                    level).offset(offset)
+                    level)
+    if offset:
+        stmt = stmt.offset(offset)
     if limit is not None:
         stmt = stmt.limit(limit)
     depth = _ORDER.index(level)
     names = [lv.value for lv in (level, *reversed(_ORDER[:depth]))]
-    results = []
-    for row in session.execute(stmt):
-        result = {name: _row(obj) for name, obj in zip(names, row, strict=True)}
-        if level is Level.INSTANCE and not with_metadata:
-            result["instance"].pop("metadata_json", None)
-        results.append(result)
-    if level is Level.SUBJECT and results:
-        _add_subject_counts(session, results)
-    return results
+    result = session.execute(stmt.execution_options(yield_per=batch))
+    for rows in result.partitions(batch):
+        results = []
+        for row in rows:
+            found = {name: _row(obj) for name, obj in zip(names, row, strict=True)}
+            if level is Level.INSTANCE and not with_metadata:
+                found["instance"].pop("metadata_json", None)
+            results.append(found)
+        if level is Level.SUBJECT:
+            _add_subject_counts(session, results)
+        yield results
 
 
 def _add_subject_counts(session: Session, results: list[dict[str, dict[str, Any]]]) -> None:

@@ -14,7 +14,7 @@ Warning header; C-FIND treats them as return keys, as PS3.4 C.2.2.1 allows).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,23 +191,34 @@ class Queries:
     def search(self, search: Search, *, project_ids: Sequence[str] | None,
                limit: int | None = None, offset: int = 0) -> SearchResult:
         """The matches of ``search`` in the projects ``project_ids`` (None: every project)."""
+        result = SearchResult(unsupported=list(search.unsupported))
+        result.matches.extend(self.iter_search(search, project_ids=project_ids, limit=limit,
+                                               offset=offset))
+        return result
+
+    def iter_search(self, search: Search, *, project_ids: Sequence[str] | None,
+                    limit: int | None = None, offset: int = 0, batch: int = 500
+                    ) -> Generator[dict[str, Any], None, None]:
+        """The matches of ``search`` one by one, from one streamed query in one read
+        transaction (C-FIND: however many match, one batch is held at a time)."""
         needs_header = not all(_from_columns(k, search.level) for k in search.returned)
         with self.archive.sessions() as session:
-            rows = sql.find(session, search.level, search.conditions, project_ids=project_ids,
-                            modalities=search.modalities or None, limit=limit, offset=offset,
-                            with_metadata=needs_header and search.level is Level.INSTANCE)
-            headers: dict[str, str] = {}
-            if needs_header and search.level in (Level.STUDY, Level.SERIES) and rows:
-                name = search.level.value
-                headers = sql.first_instance_metadata(session, search.level,
-                                                      [r[name]["id"] for r in rows])
-        result = SearchResult(unsupported=list(search.unsupported))
-        for row in rows:
-            header_text = (row["instance"].get("metadata_json") if search.level is
-                           Level.INSTANCE else headers.get(row.get(search.level.value,
-                                                                   {}).get("id", "")))
-            result.matches.append(self._dataset(search, row, header_text))
-        return result
+            for rows in sql.iter_find(
+                    session, search.level, search.conditions, project_ids=project_ids,
+                    modalities=search.modalities or None, limit=limit, offset=offset,
+                    with_metadata=needs_header and search.level is Level.INSTANCE,
+                    batch=batch):
+                headers: dict[str, str] = {}
+                if needs_header and search.level in (Level.STUDY, Level.SERIES) and rows:
+                    name = search.level.value
+                    headers = sql.first_instance_metadata(session, search.level,
+                                                          [r[name]["id"] for r in rows])
+                for row in rows:
+                    header_text = (row["instance"].get("metadata_json")
+                                   if search.level is Level.INSTANCE
+                                   else headers.get(row.get(search.level.value, {})
+                                                    .get("id", "")))
+                    yield self._dataset(search, row, header_text)
 
     def _dataset(self, search: Search, row: Mapping[str, Mapping[str, Any]],
                  header_text: str | None) -> dict[str, Any]:
