@@ -10,16 +10,17 @@ dict per level ("subject", "study", "series", "instance") of the rows it belongs
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from imagebank.domain.matching import Condition
 from imagebank.domain.model import Level
 from imagebank.index.matching import condition_clause
-from imagebank.index.repo import CHUNK, _row
+from imagebank.index.repo import CHUNK
 from imagebank.index.tables import Base, Instance, Series, Study, Subject
 
 _MODEL: dict[Level, type[Base]] = {
@@ -62,14 +63,27 @@ def _parent_column(level: Level, parent: Level) -> Any:
     return getattr(model, f"{parent.value}_id")
 
 
+@functools.cache
+def _columns(level: Level, with_metadata: bool) -> tuple[tuple[str, str, Any], ...]:
+    """(level name, column key, column) of every column a search at ``level`` returns: its
+    table's, then each ancestor's; an instance's stored header only ``with_metadata``."""
+    found = []
+    for at in (level, *reversed(_ORDER[:_ORDER.index(level)])):
+        table: Any = _MODEL[at].__table__
+        for column in table.columns:
+            if column.key == "metadata_json" and not with_metadata:
+                continue
+            found.append((at.value, column.key, column))
+    return tuple(found)
+
+
 def _statement(level: Level, conditions: Sequence[Condition], project_ids: Sequence[str] | None,
                modalities: Sequence[str] | None, with_metadata: bool) -> Select[Any]:
     model: Any = _MODEL[level]
     depth = _ORDER.index(level)
-    entities: list[Any] = [model]
-    for parent in reversed(_ORDER[:depth]):
-        entities.append(_MODEL[parent])
-    stmt = select(*entities)
+    # Columns, not ORM entities: a search runs on every QIDO-RS request and C-FIND, and
+    # loading entities costs more than the query on a small result.
+    stmt = select(*(column for _, _, column in _columns(level, with_metadata)))
     # Join the levels above: instance → series → study → subject.
     child: Any = model
     for parent in reversed(_ORDER[:depth]):
@@ -78,8 +92,6 @@ def _statement(level: Level, conditions: Sequence[Condition], project_ids: Seque
                                                                          f"{parent.value}_id")
         stmt = stmt.join(parent_model, parent_model.id == link)
         child = parent_model
-    if level is Level.INSTANCE and not with_metadata:
-        stmt = stmt.options(defer(Instance.metadata_json))
     by_level: dict[Level, list[Condition]] = {}
     for condition in conditions:
         by_level.setdefault(condition.level, []).append(condition)
@@ -147,15 +159,15 @@ def iter_find(session: Session, level: Level, conditions: Sequence[Condition] = 
         stmt = stmt.offset(offset)
     if limit is not None:
         stmt = stmt.limit(limit)
-    depth = _ORDER.index(level)
-    names = [lv.value for lv in (level, *reversed(_ORDER[:depth]))]
+    columns = _columns(level, with_metadata)
+    names = sorted({name for name, _, _ in columns})
     result = session.execute(stmt.execution_options(yield_per=batch))
     for rows in result.partitions(batch):
         results = []
         for row in rows:
-            found = {name: _row(obj) for name, obj in zip(names, row, strict=True)}
-            if level is Level.INSTANCE and not with_metadata:
-                found["instance"].pop("metadata_json", None)
+            found: dict[str, dict[str, Any]] = {name: {} for name in names}
+            for (name, key, _), value in zip(columns, row, strict=True):
+                found[name][key] = value
             results.append(found)
         if level is Level.SUBJECT:
             _add_subject_counts(session, results)
