@@ -13,6 +13,7 @@ Warning header; C-FIND treats them as return keys, as PS3.4 C.2.2.1 allows).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -104,9 +105,19 @@ class Search:
     include_all: bool = False
 
 
-def _element(keyword: str, value: Any) -> dict[str, Any]:
+@functools.cache
+def _tag_and_vr(keyword: str) -> tuple[str, str] | None:
+    """The keyword's tag (8 hex digits, as DICOM JSON keys it) and VR; None if not a keyword.
+    Cached: every match of every search asks for the same dozen."""
     tag = tag_for_keyword(keyword)
-    vr = dictionary_VR(tag) if tag is not None else "UN"
+    if tag is None:
+        return None
+    return f"{tag:08X}", dictionary_VR(tag)
+
+
+def _element(keyword: str, value: Any) -> dict[str, Any]:
+    known = _tag_and_vr(keyword)
+    vr = known[1] if known is not None else "UN"
     element: dict[str, Any] = {"vr": vr}
     if value is None or value == "":
         return element
@@ -225,10 +236,10 @@ class Queries:
         header: dict[str, Any] | None = None
         dataset: dict[str, Any] = {}
         for keyword in search.returned:
-            tag = tag_for_keyword(keyword)
-            if tag is None:
+            known = _tag_and_vr(keyword)
+            if known is None:
                 continue
-            key = f"{tag:08X}"
+            key = known[0]
             attribute = _BY_KEYWORD.get(keyword)
             source = _COUNTS.get(keyword)
             if attribute is not None and attribute.level.value in row:
@@ -244,7 +255,7 @@ class Queries:
                 elif search.include_all is False:
                     dataset[key] = _element(keyword, None)
         dataset["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
-        return dict(sorted(dataset.items()))
+        return {key: dataset[key] for key in sorted(dataset)}
 
     # -- retrieves --------------------------------------------------------------------------
     def instances(self, project_ids: Sequence[str] | None, *, study_uid: str | None = None,
