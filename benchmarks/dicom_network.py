@@ -285,7 +285,8 @@ def _latency(group: str, name: str, times: list[float], *, target: float | None 
 
 # -- the measurements -----------------------------------------------------------------------
 def measure(spec: CorpusSpec, *, only: set[str], with_orthanc: bool = True,
-            index_instances: int = 1_000_000, log: Any = print) -> list[Result]:
+            index_instances: int = 1_000_000, quiet_wait: float = 60, log: Any = print
+            ) -> list[Result]:
     results: list[Result] = []
     files = corpus_files(spec) if only & {"cstore", "concurrent", "stow", "qido"} else []
     if files:
@@ -336,6 +337,9 @@ def measure(spec: CorpusSpec, *, only: set[str], with_orthanc: bool = True,
                     log(f"  {name}: STOW-RS {STOW_BATCH}/request, 2 threads "
                         f"{n / seconds:.1f} inst/s")
                     if "qido" in only:
+                        os.sync()  # the stored gigabytes' writeback must not run under it
+                        if quiet_wait:
+                            wait_until_quiet(max_wait=quiet_wait, log=log)
                         patients, dates = _qido_params(spec)
                         times[name] = {
                             "qido_patient": time_qido(server.qido_url, patients,
@@ -449,7 +453,8 @@ def main() -> None:
     spec = smoke_spec() if args.smoke else full_spec()
     index = args.instances or (20_000 if args.smoke else 1_000_000)
     print(format_table(measure(spec, only=set(args.only or PARTS),
-                               with_orthanc=not args.no_orthanc, index_instances=index)))
+                               with_orthanc=not args.no_orthanc, index_instances=index,
+                               quiet_wait=0 if args.smoke else 60)))
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         network = dicom_network.smoke_spec() if smoke else dicom_network.full_spec()
         run("(f) DICOM network and DICOMweb against Orthanc", lambda: dicom_network.measure(
             network, only=set(dicom_network.PARTS), with_orthanc=not args.no_orthanc,
-            index_instances=20_000 if smoke else 1_000_000))
+            index_instances=20_000 if smoke else 1_000_000, quiet_wait=0 if smoke else 60))
     remove(RUNS)
 
     print(f"\n== results ({mode}, {time.monotonic() - started:.0f} s)")
