@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint typecheck contracts unit bench bench-smoke clean venv openapi
+.PHONY: run test lint typecheck contracts unit bench bench-smoke clean venv openapi confidentiality-table
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: venv
 
 openapi: venv
 	$(BIN)/python scripts/update_openapi_snapshot.py
+
+# PS3.15 Table E.1-1 as Python, from ../shared/data/dicom-standard/ (never typed by hand).
+confidentiality-table: venv
+	$(BIN)/python scripts/generate_confidentiality_table.py
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
