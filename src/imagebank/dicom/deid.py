@@ -1,0 +1,379 @@
+"""De-identification of one DICOM dataset: the PS3.15 Basic Application Level Confidentiality
+Profile with its options (``domain.confidentiality``), keyed pseudonyms, UID remapping and date
+shifting (``domain.pseudonyms``), applied at every sequence depth. No I/O.
+
+``deidentify(ds, config)`` returns a new dataset (the input is not changed), marked as the
+profile requires (PatientIdentityRemoved, De-identification Method and its CID 7050 Code
+Sequence, Longitudinal Temporal Information Modified), with a new file meta header.
+
+What happens to each element, in order:
+
+1. File meta (group 0002) is rebuilt, never copied. Group lengths are dropped.
+2. PatientID becomes the keyed pseudonym of PatientID with IssuerOfPatientID; PatientName the
+   name made from it. The patient's date offset comes from the same identifiers.
+3. Private elements are removed, unless Retain Safe Private is in force and their (private
+   creator, element) is on the allow-list given; a private creator is kept only if one of
+   its block's elements is.
+4. Public elements unknown to the data dictionary are removed (nothing known to be safe).
+5. Everything else follows its action: KEEP (text values still have every identifying value
+   of the input scrubbed out: a code meaning in a nested item may quote a patient ID); REMOVE; EMPTY (zero length; an empty
+   sequence); DUMMY (a fixed, non-identifying value of its VR; a sequence has its items
+   de-identified by these rules); REPLACE_UID (each UID remapped; a sequence's items
+   de-identified); CLEAN: dates and date-times shifted by the patient's offset (Modified
+   Dates), times kept; text with every identifying value of the input scrubbed out; binary
+   values removed; sequences de-identified item by item.
+6. UIDs are remapped wherever they are (VR UI), except the well-known ones (SOP classes,
+   transfer syntaxes, coding schemes: the DICOM root 1.2.840.10008): references still
+   resolve because the mapping is one-to-one and keyed.
+
+Objects that may show identifying text burned into their pixels are refused (``Refused``
+with reason ``burned_in``): BurnedInAnnotation "YES", or absent for ultrasound, secondary
+capture and other kinds known for it. Pixel cleaning (masking rules) is not done here yet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.datadict import dictionary_has_tag
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+
+from imagebank.dicom.synthetic import IMPLEMENTATION_UID
+from imagebank.domain.confidentiality import Action, Option, Profile
+from imagebank.domain.pseudonyms import Pseudonymiser, shift_date, shift_datetime
+
+ENGINE = "imagebank-deid 1"
+_DICOM_ROOT = "1.2.840.10008."
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_NUMBER_VRS = {"IS": "0", "DS": "0"}
+_INT_VRS = frozenset({"SS", "US", "SL", "UL", "SV", "UV", "AT", "FL", "FD"})
+_DUMMY_TEXT = {"PN": "ANONYMOUS", "DA": "19000101", "TM": "000000",
+               "DT": "19000101000000", "AS": "000Y"}
+#: Modalities and SOP classes known to carry burned-in text when not stated otherwise.
+_BURNED_IN_MODALITIES = frozenset({"US", "OT", "XC", "SC", "DOC", "ES", "GM", "SM"})
+_SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+
+PATIENT_ID, PATIENT_NAME, ISSUER = 0x00100020, 0x00100010, 0x00100021
+
+
+class Refused(Exception):
+    """The object cannot be released as it is; ``reason`` is a short code, the message
+    names no value of it."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DeidConfig:
+    profile: Profile
+    pseudonyms: Pseudonymiser
+    #: (private creator, element low byte) pairs kept under Retain Safe Private.
+    safe_private: frozenset[tuple[str, int]] = frozenset()
+
+
+@dataclass
+class DeidResult:
+    dataset: Dataset
+    patient_pseudonym: str
+    date_shift_days: int
+    #: Counts of what was done, by action name (for the manifest; no values).
+    actions: dict[str, int] = field(default_factory=dict)
+
+
+def _identifying_values(ds: Dataset) -> list[str]:
+    """Values of the input that identify (for scrubbing descriptors and the residual scan):
+    names and their parts, IDs, dates, accession numbers, addresses, phone numbers."""
+    wanted = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
+              "AccessionNumber", "PatientAddress", "PatientTelephoneNumbers",
+              "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName",
+              "InstitutionName", "InstitutionAddress", "StudyID", "PatientMotherBirthName",
+              "OtherPatientNames", "MilitaryRank", "ResponsiblePerson")
+    found: set[str] = set()
+    for keyword in wanted:
+        value = ds.get(keyword)
+        if value in (None, ""):
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        for item in values:
+            text = str(item).strip()
+            if len(text) >= 3:
+                found.add(text)
+            for part in re.split(r"[\^=\s,]+", text):
+                if len(part) >= 3:
+                    found.add(part)
+    return sorted(found, key=len, reverse=True)
+
+
+def _word(value: str) -> re.Pattern[str]:
+    """``value`` as a whole word (or number), in any case: "ANN" is found in "ann smith",
+    not in "annotation"."""
+    return re.compile(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])", re.IGNORECASE)
+
+
+def _refuse_burned_in(ds: Dataset) -> None:
+    burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if burned == "YES":
+        raise Refused("burned_in", "The object declares burned-in annotation "
+                      "(BurnedInAnnotation YES); its pixels would need masking.")
+    if burned == "NO":
+        return
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    if modality in _BURNED_IN_MODALITIES or sop_class.startswith(_SECONDARY_CAPTURE_PREFIX):
+        raise Refused("burned_in", f"A {modality or 'secondary capture'} object without "
+                      "BurnedInAnnotation NO may show identifying text in its pixels; it "
+                      "needs a masking rule for its device.")
+
+
+class _Engine:
+    def __init__(self, config: DeidConfig, source: Dataset) -> None:
+        self.config = config
+        self.profile = config.profile
+        self.pseudonyms = config.pseudonyms
+        patient_id = str(source.get("PatientID", "") or "")
+        issuer = str(source.get("IssuerOfPatientID", "") or "")
+        self.patient_pseudonym = self.pseudonyms.patient_id(patient_id, issuer)
+        self.patient_name = self.pseudonyms.patient_name(patient_id, issuer)
+        self.shift = self.pseudonyms.date_shift_days(patient_id, issuer)
+        self.scrub = [_word(v) for v in _identifying_values(source)]
+        self.counts: dict[str, int] = {}
+
+    def count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    # -- datasets ---------------------------------------------------------------------------
+    def dataset(self, ds: Dataset) -> Dataset:
+        out = Dataset()
+        kept_private_blocks: set[tuple[int, int]] = set()
+        creators: dict[tuple[int, int], DataElement] = {}
+        for element in ds:
+            tag = int(element.tag)
+            group, elem = tag >> 16, tag & 0xFFFF
+            if group == 0x0002 or elem == 0x0000:
+                continue
+            if group % 2 == 1:
+                if 0x0010 <= elem <= 0x00FF:
+                    creators[(group, elem)] = element
+                    continue
+                if self._keep_private(ds, group, elem):
+                    out.add(self._copy(element))
+                    kept_private_blocks.add((group, elem >> 8))
+                else:
+                    self.count("private_removed")
+                continue
+            replaced = self.element(element)
+            if replaced is not None:
+                out.add(replaced)
+        for (group, block), creator in creators.items():
+            if (group, block) in kept_private_blocks:
+                out.add(self._copy(creator))
+        return out
+
+    def _keep_private(self, ds: Dataset, group: int, elem: int) -> bool:
+        if Option.RETAIN_SAFE_PRIVATE not in self.profile.options:
+            return False
+        creator = ds.get((group << 16) | (elem >> 8))
+        name = str(creator.value).strip() if creator is not None else ""
+        return (name, elem & 0xFF) in self.config.safe_private
+
+    def _copy(self, element: DataElement) -> DataElement:
+        value = element.value
+        if element.VR == "SQ":
+            value = Sequence([self.dataset(item) for item in value or []])
+        return DataElement(element.tag, element.VR, value)
+
+    # -- elements ---------------------------------------------------------------------------
+    def element(self, element: DataElement) -> DataElement | None:
+        tag, vr = int(element.tag), element.VR
+        if tag == PATIENT_ID:
+            self.count("pseudonym")
+            return DataElement(tag, vr, self.patient_pseudonym)
+        if tag == PATIENT_NAME:
+            self.count("pseudonym")
+            return DataElement(tag, vr, self.patient_name)
+        if not dictionary_has_tag(tag):
+            self.count("unknown_removed")
+            return None
+        action = self.profile.action(tag)
+        self.count(action.name.lower())
+        if action is Action.REMOVE:
+            return None
+        if action is Action.EMPTY:
+            return DataElement(tag, vr, Sequence() if vr == "SQ" else None)
+        if vr == "SQ":
+            return DataElement(tag, vr, Sequence([self.dataset(i) for i in element.value or []]))
+        if vr == "UI":
+            if action is Action.KEEP and Option.RETAIN_UIDS in self.profile.options:
+                return DataElement(tag, vr, element.value)
+            return DataElement(tag, vr, self._uids(element.value))
+        if action is Action.KEEP:
+            if vr in _TEXT_VRS and element.value not in (None, ""):
+                # Kept text is still scrubbed of the input's identifying values: a code
+                # meaning or a comment the profile does not list may quote them.
+                return DataElement(tag, vr, self._scrubbed(element.value, vr))
+            return DataElement(tag, vr, element.value)
+        if action is Action.DUMMY or action is Action.REPLACE_UID:
+            return DataElement(tag, vr, _dummy(vr))
+        return self._clean(element)
+
+    def _uids(self, value: Any) -> Any:
+        def one(uid: Any) -> str:
+            text = str(uid).strip().rstrip("\x00")
+            if not text or text.startswith(_DICOM_ROOT):
+                return text
+            return self.pseudonyms.uid(text)
+
+        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            return [one(v) for v in value]
+        return one(value) if value not in (None, "") else value
+
+    def _clean(self, element: DataElement) -> DataElement | None:
+        tag, vr, value = int(element.tag), element.VR, element.value
+        if value in (None, ""):
+            return DataElement(tag, vr, value)
+        if vr in ("DA", "DT"):
+            if Option.RETAIN_LONG_MODIFIED_DATES not in self.profile.options:
+                return DataElement(tag, vr, None)
+            shift = shift_date if vr == "DA" else shift_datetime
+            values = value if isinstance(value, list | tuple) or type(
+                value).__name__ == "MultiValue" else [value]
+            try:
+                moved = [shift(str(v), self.shift) for v in values]
+            except ValueError:
+                self.count("malformed_date_emptied")
+                return DataElement(tag, vr, None)
+            self.count("date_shifted")
+            return DataElement(tag, vr, moved if len(moved) > 1 else moved[0])
+        if vr == "TM":
+            return DataElement(tag, vr, value)
+        if vr in _TEXT_VRS:
+            return DataElement(tag, vr, self._scrubbed(value, vr))
+        if vr in _BINARY_VRS:
+            return None
+        return DataElement(tag, vr, value)  # numbers carry no identity
+
+    def _scrubbed(self, value: Any, vr: str) -> Any:
+        def one(text: Any) -> str:
+            result = str(text)
+            for pattern in self.scrub:
+                result = pattern.sub("", result)
+            return result.strip() if vr != "PN" else result
+
+        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            return [one(v) for v in value]
+        return one(value)
+
+
+def _dummy(vr: str) -> Any:
+    if vr in _DUMMY_TEXT:
+        return _DUMMY_TEXT[vr]
+    if vr in _NUMBER_VRS:
+        return _NUMBER_VRS[vr]
+    if vr in _INT_VRS:
+        return 0
+    if vr in _BINARY_VRS:
+        return b"\x00\x00"
+    return "ANONYMOUS"
+
+
+def deidentify(ds: Dataset, config: DeidConfig) -> DeidResult:
+    """The de-identified copy of ``ds`` (``ds`` itself is not changed). Raises Refused."""
+    _refuse_burned_in(ds)
+    engine = _Engine(config, ds)
+    out = engine.dataset(ds)
+    _mark(out, config.profile)
+    out.file_meta = _file_meta(out, ds)
+    return DeidResult(out, engine.patient_pseudonym, engine.shift, engine.counts)
+
+
+def _mark(out: Dataset, profile: Profile) -> None:
+    out.PatientIdentityRemoved = "YES"
+    options = ", ".join(o.value for o in Option if o in profile.options) or "no options"
+    out.DeidentificationMethod = (
+        f"{ENGINE}; PS3.15 E.1.1 Basic Profile ({profile.edition}); {options}")[:64]
+    codes = Sequence()
+    for value, meaning in profile.method_codes():
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        codes.append(item)
+    out.DeidentificationMethodCodeSequence = codes
+    if Option.RETAIN_LONG_FULL_DATES in profile.options:
+        out.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    elif Option.RETAIN_LONG_MODIFIED_DATES in profile.options:
+        out.LongitudinalTemporalInformationModified = "MODIFIED"
+    else:
+        out.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+def _file_meta(out: Dataset, source: Dataset) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = out.get("SOPClassUID", "")
+    meta.MediaStorageSOPInstanceUID = out.get("SOPInstanceUID", "")
+    old = getattr(source, "file_meta", None)
+    syntax = getattr(old, "TransferSyntaxUID", None) if old is not None else None
+    meta.TransferSyntaxUID = UID(str(syntax)) if syntax else UID("1.2.840.10008.1.2.1")
+    meta.ImplementationClassUID = IMPLEMENTATION_UID or PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "IMAGEBANK_DEID"
+    return meta
+
+
+# -- the residual-identifier scan --------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """An identifying value of the input found in the output: where (a tag path), and what
+    kind of value it was — never the value itself."""
+
+    path: str
+    kind: str
+
+
+def _walk(ds: Dataset, prefix: str = "") -> Iterator[tuple[str, DataElement]]:
+    for element in ds:
+        path = f"{prefix}({int(element.tag) >> 16:04X},{int(element.tag) & 0xFFFF:04X})"
+        if element.VR == "SQ":
+            for index, item in enumerate(element.value or []):
+                yield from _walk(item, f"{path}[{index}]")
+        else:
+            yield path, element
+
+
+def residual_identifiers(source: Dataset, output: Dataset, extra: Iterable[str] = (), *,
+                         profile: Profile | None = None) -> list[Finding]:
+    """Every place in ``output`` (text and binary values, at any depth) where an identifying
+    value of ``source`` (names and their parts, IDs, birth date, accession number, addresses,
+    phone numbers, and the original UIDs unless ``profile`` retains UIDs) still appears."""
+    needles: list[tuple[re.Pattern[str], str]] = [
+        (_word(v), "identifier") for v in _identifying_values(source)]
+    needles += [(_word(v), "given") for v in extra if len(v) >= 3]
+    uids_kept = profile is not None and Option.RETAIN_UIDS in profile.options
+    for _, element in _walk(source):
+        if element.VR == "UI" and element.value and not uids_kept:
+            values = element.value if isinstance(element.value, list | tuple) or type(
+                element.value).__name__ == "MultiValue" else [element.value]
+            needles += [(_word(str(v)), "uid") for v in values
+                        if not str(v).startswith(_DICOM_ROOT) and len(str(v)) > 8]
+    findings: list[Finding] = []
+    for path, element in _walk(output):
+        value = element.value
+        if value in (None, b"", ""):
+            continue
+        if element.VR == "UI" and int(element.tag) == 0x00020010:
+            continue
+        haystack = (value.decode("latin-1", "replace") if isinstance(value, bytes)
+                    else str(value))
+        for needle, kind in needles:
+            if needle.search(haystack):
+                findings.append(Finding(path, kind))
+                break
+    return findings
