@@ -15,13 +15,14 @@ What happens to each element, in order:
    creator, element) is on the allow-list given; a private creator is kept only if one of
    its block's elements is.
 4. Public elements unknown to the data dictionary are removed (nothing known to be safe).
-5. Everything else follows its action: KEEP (text values still have every identifying value
-   of the input scrubbed out: a code meaning in a nested item may quote a patient ID); REMOVE; EMPTY (zero length; an empty
-   sequence); DUMMY (a fixed, non-identifying value of its VR; a sequence has its items
-   de-identified by these rules); REPLACE_UID (each UID remapped; a sequence's items
+5. Everything else follows its action:
+   KEEP, with text values still scrubbed of every identifying value of the input (a code
+   meaning in a nested item may quote a patient ID); REMOVE; EMPTY (zero length, or an empty
+   sequence); DUMMY (a fixed, non-identifying value of its VR; a sequence keeps its items,
+   each de-identified by these rules); REPLACE_UID (each UID remapped; a sequence's items
    de-identified); CLEAN: dates and date-times shifted by the patient's offset (Modified
-   Dates), times kept; text with every identifying value of the input scrubbed out; binary
-   values removed; sequences de-identified item by item.
+   Dates), times kept, text scrubbed of every identifying value of the input, binary values
+   removed, sequences de-identified item by item.
 6. UIDs are remapped wherever they are (VR UI), except the well-known ones (SOP classes,
    transfer syntaxes, coding schemes: the DICOM root 1.2.840.10008): references still
    resolve because the mapping is one-to-one and keyed.
