@@ -277,3 +277,29 @@ def test_identifiers_planted_anywhere_never_survive(name: str, patient: str,
     family, given_name = name.lower().split("^")
     assert family not in text and given_name not in text
     assert residual_identifiers(ds, out) == []
+
+
+def test_what_an_option_retains_is_kept_whole_and_not_a_finding() -> None:
+    ds = _phi_study()[0]
+    ds.StationName = "CTSCANNER7"
+    config = _config("retain_institution_identity", "retain_device_identity")
+    out = deidentify(ds, config).dataset
+    assert out.InstitutionName == "Leeds Teaching Hospitals"
+    assert out.StationName == "CTSCANNER7"
+    assert residual_identifiers(ds, out, profile=config.profile) == []
+    # without the options both go, and a leftover would be found
+    plain = deidentify(ds, _config()).dataset
+    assert "leeds" not in _values(plain).lower() and "ctscanner7" not in _values(plain).lower()
+
+
+def test_a_name_found_deep_in_the_input_is_scrubbed_from_kept_text_anywhere() -> None:
+    ds = _phi_study()[0]
+    deep = Dataset()
+    deep.PersonName = "QUARTERMAINE^BARNABY"  # a PN inside a nested item
+    ds.AnatomicRegionSequence[0].ReferencedImageSequence[0].ContentSequence = Sequence([deep])
+    ds.AnatomicRegionSequence[0].CodeMeaning = "Chest, read by Barnaby Quartermaine"
+    out = deidentify(ds, _config()).dataset
+    meaning = out.AnatomicRegionSequence[0].CodeMeaning
+    assert meaning.startswith("Chest") and "quartermaine" not in meaning.lower()
+    assert "barnaby" not in _values(out).lower()
+    assert residual_identifiers(ds, out) == []

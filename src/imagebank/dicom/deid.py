@@ -46,7 +46,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from imagebank.dicom.synthetic import IMPLEMENTATION_UID
-from imagebank.domain.confidentiality import Action, Option, Profile
+from imagebank.domain.confidentiality import Action, Option, Profile, rule_for
 from imagebank.domain.pseudonyms import Pseudonymiser, shift_date, shift_datetime
 
 ENGINE = "imagebank-deid 1"
@@ -90,20 +90,36 @@ class DeidResult:
     actions: dict[str, int] = field(default_factory=dict)
 
 
-def _identifying_values(ds: Dataset) -> list[str]:
-    """Values of the input that identify (for scrubbing descriptors and the residual scan):
-    names and their parts, IDs, dates, accession numbers, addresses, phone numbers."""
-    wanted = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
-              "AccessionNumber", "PatientAddress", "PatientTelephoneNumbers",
-              "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName",
-              "InstitutionName", "InstitutionAddress", "StudyID", "PatientMotherBirthName",
-              "OtherPatientNames", "MilitaryRank", "ResponsiblePerson")
+_IDENTIFYING_KEYWORDS = frozenset({
+    "PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",
+    "PatientAddress", "PatientTelephoneNumbers", "ReferringPhysicianName",
+    "PerformingPhysicianName", "OperatorsName", "InstitutionName", "InstitutionAddress",
+    "StudyID", "PatientMotherBirthName", "OtherPatientNames", "MilitaryRank",
+    "ResponsiblePerson", "IssuerOfPatientID", "MedicalRecordLocator", "RequestingPhysician",
+    "ScheduledPerformingPhysicianName", "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord",
+    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
+    "InstitutionalDepartmentName", "StationName", "DeviceSerialNumber", "PersonName",
+    "PersonAddress", "PersonTelephoneNumbers", "VerifyingObserverName", "ContentCreatorName",
+})
+
+
+def _identifying_values(ds: Dataset, profile: Profile | None = None) -> list[str]:
+    """Values of the input that identify, found at any depth (for scrubbing kept text and for
+    the residual scan): every person name (VR PN) and the identifying attributes above —
+    IDs, dates of birth, accession numbers, addresses, phone numbers — with their parts;
+    except what an option of ``profile`` retains on purpose (Retain Device Identity keeps
+    the station name: it is then neither scrubbed nor a finding)."""
     found: set[str] = set()
-    for keyword in wanted:
-        value = ds.get(keyword)
-        if value in (None, ""):
+    for element in ds.iterall():
+        if element.VR == "SQ" or element.value in (None, "", b""):
             continue
-        values = value if isinstance(value, list | tuple) else [value]
+        if element.VR != "PN" and element.keyword not in _IDENTIFYING_KEYWORDS:
+            continue
+        if profile is not None and _retained(profile, int(element.tag)):
+            continue
+        value = element.value
+        values = value if isinstance(value, list | tuple) or type(
+            value).__name__ == "MultiValue" else [value]
         for item in values:
             text = str(item).strip()
             if len(text) >= 3:
@@ -112,6 +128,13 @@ def _identifying_values(ds: Dataset) -> list[str]:
                 if len(part) >= 3:
                     found.add(part)
     return sorted(found, key=len, reverse=True)
+
+
+def _retained(profile: Profile, tag: int) -> bool:
+    """Whether an option of ``profile`` keeps the attribute ``tag`` as it is."""
+    rule = rule_for(tag)
+    return rule is not None and any(option in profile.options and action is Action.KEEP
+                                    for option, action in rule.options)
 
 
 def _word(value: str) -> re.Pattern[str]:
@@ -145,7 +168,7 @@ class _Engine:
         self.patient_pseudonym = self.pseudonyms.patient_id(patient_id, issuer)
         self.patient_name = self.pseudonyms.patient_name(patient_id, issuer)
         self.shift = self.pseudonyms.date_shift_days(patient_id, issuer)
-        self.scrub = [_word(v) for v in _identifying_values(source)]
+        self.scrub = [_word(v) for v in _identifying_values(source, self.profile)]
         self.counts: dict[str, int] = {}
 
     def count(self, what: str) -> None:
@@ -217,7 +240,8 @@ class _Engine:
                 return DataElement(tag, vr, element.value)
             return DataElement(tag, vr, self._uids(element.value))
         if action is Action.KEEP:
-            if vr in _TEXT_VRS and element.value not in (None, ""):
+            if vr in _TEXT_VRS and element.value not in (None, "") and not _retained(
+                    self.profile, tag):
                 # Kept text is still scrubbed of the input's identifying values: a code
                 # meaning or a comment the profile does not list may quote them.
                 return DataElement(tag, vr, self._scrubbed(element.value, vr))
@@ -355,7 +379,7 @@ def residual_identifiers(source: Dataset, output: Dataset, extra: Iterable[str] 
     value of ``source`` (names and their parts, IDs, birth date, accession number, addresses,
     phone numbers, and the original UIDs unless ``profile`` retains UIDs) still appears."""
     needles: list[tuple[re.Pattern[str], str]] = [
-        (_word(v), "identifier") for v in _identifying_values(source)]
+        (_word(v), "identifier") for v in _identifying_values(source, profile)]
     needles += [(_word(v), "given") for v in extra if len(v) >= 3]
     uids_kept = profile is not None and Option.RETAIN_UIDS in profile.options
     for _, element in _walk(source):
@@ -369,6 +393,8 @@ def residual_identifiers(source: Dataset, output: Dataset, extra: Iterable[str] 
         value = element.value
         if value in (None, b"", ""):
             continue
+        if profile is not None and _retained(profile, int(element.tag)):
+            continue  # kept whole on purpose, by an option the policy allows
         if element.VR == "UI" and int(element.tag) == 0x00020010:
             continue
         haystack = (value.decode("latin-1", "replace") if isinstance(value, bytes)
