@@ -1,7 +1,7 @@
 """imagebank's benchmarks, side by side: ingest throughput against ``cp -r && sync`` and
 Orthanc, peak memory of an ingest against corpus size, study search on a large index, REST
-upload against Orthanc's, study listing through the server, and the DICOM network services
-and DICOMweb against Orthanc's.
+upload against Orthanc's, study listing through the server, the DICOM network services
+and DICOMweb against Orthanc's, and de-identification against dicognito.
 
     python benchmarks/run_all.py            # full sizes (docs/benchmarks.md): ~15 min once cached
     python benchmarks/run_all.py --smoke    # tiny sizes, < 2 min: run by `make test`
@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import api_listing
+import deid
 import dicom_network
 import index_queries
 import ingest_throughput
@@ -42,7 +43,7 @@ from common import (
     remove,
 )
 
-PARTS = ["ingest", "memory", "index", "rest", "listing", "dicom"]
+PARTS = ["ingest", "memory", "index", "rest", "listing", "dicom", "deid"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         run("(f) DICOM network and DICOMweb against Orthanc", lambda: dicom_network.measure(
             network, only=set(dicom_network.PARTS), with_orthanc=not args.no_orthanc,
             index_instances=20_000 if smoke else 1_000_000, quiet_wait=0 if smoke else 60))
+    if "deid" in only:
+        corpus = deid.smoke_spec() if smoke else deid.full_spec()
+        run("(g) de-identification against dicognito", lambda: deid.measure(
+            corpus, cold=cold, repeat=repeat, quiet_wait=0 if smoke else 120))
     remove(RUNS)
 
     print(f"\n== results ({mode}, {time.monotonic() - started:.0f} s)")

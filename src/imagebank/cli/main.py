@@ -47,6 +47,9 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(ls_app, name="ls")
 app.add_typer(resource_app, name="resource")
 app.add_typer(ae_app, name="ae")
+policy_app = typer.Typer(help="Check, compare and harmonise sites' governance policies (YAML).",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 
 out = Console()
 err = Console(stderr=True)
@@ -524,6 +527,154 @@ def demo(
     _list_projects(False)
 
 
+# -- de-identification (issue 5, decision 0017) ----------------------------------------------
+key_app = typer.Typer(help="De-identification keys in the data folder's key store (never "
+                      "printed: a fingerprint tells them apart).", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+KeyName = Annotated[str, typer.Argument(
+    help="The key's name: a project ID, or 'default' (the key `deid` uses without one).")]
+
+
+def _key_store() -> Any:
+    from imagebank.settings import load_settings
+    from imagebank.storage.keys import FileKeyStore
+
+    settings = load_settings(**({"data": state.data} if state.data else {}))
+    return FileKeyStore.in_data_folder(settings.data)
+
+
+@app.command()
+def deid(
+    source: Annotated[Path, typer.Argument(
+        metavar="IN", help="A folder of DICOM files (searched recursively, zip archives "
+        "included), or one file.", show_default=False)],
+    output: Annotated[Path, typer.Argument(
+        metavar="OUT", help="The folder to write into: OUT/<patient pseudonym>/<study UID>/"
+        "<series UID>/<SOP instance UID>.dcm, new UIDs; nothing of the input's names.",
+        show_default=False)],
+    policy: Annotated[Path | None, typer.Option(
+        "--policy", help="A site's policy (YAML): the options it allows, its safe-private "
+        "list.", show_default=False)] = None,
+    key_file: Annotated[Path | None, typer.Option(
+        "--key-file", help="The key: 32+ random bytes, raw, hex or base64, in a file only you "
+        "can read (chmod 600). Default: the key store's.", show_default=False)] = None,
+    project: Annotated[str | None, typer.Option(
+        "--project", "-p", help="Use this project's key from the key store (default: the key "
+        "'default'), creating it if there is none.", show_default=False)] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="A profile option, e.g. retain_long_modified_dates, clean_descriptors "
+        "(repeat for several).", show_default=False)] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Processes.")] = 2,
+    jsonl: Annotated[bool, typer.Option(
+        "--jsonl", help="Print progress and every file not written as JSON lines.")] = False,
+) -> None:
+    """De-identify a folder of DICOM files into another (PS3.15 basic profile, keyed
+    pseudonyms). A file is written only if the residual-identifier scan finds nothing in it.
+    Exit 0 when every file was written, 1 when any was not (each is reported)."""
+    from imagebank.cli.progress import DeidProgress, JsonlDeidProgress
+    from imagebank.services.deid import (
+        check_folders,
+        choose_profile,
+        deidentify_folder,
+        make_config,
+    )
+    from imagebank.storage.keys import DEFAULT_NAME, fingerprint, get_or_create, read_key_file
+
+    if key_file is not None and project is not None:
+        raise InvalidInputError("Give --key-file or --project, not both.")
+    check_folders(source, output)
+    profile, safe_private = choose_profile(option or [], policy)  # before any key is made
+    if key_file is not None:
+        key, where = read_key_file(key_file), f"key file {key_file}"
+    else:
+        name = project or DEFAULT_NAME
+        store = _key_store()
+        key, created = get_or_create(store, name)
+        where = f"key {name!r}"
+        if created:
+            err.print(f"Created the de-identification key {escape(name)!r} in "
+                      f"{escape(str(store.path(name)))} (fingerprint {fingerprint(key)}). Keep "
+                      "it and keep it private: the same key gives the same pseudonyms.",
+                      highlight=False, soft_wrap=True)
+    config = make_config(key, safe_private=safe_private, profile=profile)
+    _cli_audit(_runtime(), "deid", project=project, level="key", object_id=fingerprint(key))
+    progress: DeidProgress | JsonlDeidProgress
+    progress = JsonlDeidProgress() if jsonl else DeidProgress(err)
+    try:
+        with progress:
+            summary = deidentify_folder(source, output, config, workers=workers,
+                                        progress=progress.update)
+    except KeyboardInterrupt:
+        err.print("interrupted: every file in OUT is whole; run the same command again to "
+                  "finish (what is there already is kept).", highlight=False)
+        raise typer.Exit(130) from None
+    if jsonl:
+        out.print(json.dumps({"event": "summary", "key_fingerprint": fingerprint(key),
+                              **summary.as_dict()}),
+                  markup=False, highlight=False, soft_wrap=True)
+    else:
+        _print_deid_summary(summary, output, f"{where}, fingerprint {fingerprint(key)}")
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+def _print_deid_summary(summary: Any, output: Path, key: str) -> None:
+    not_written = summary.files - summary.written
+    out.print(f"[bold]{summary.written:,}[/] of {summary.files:,} files written to "
+              f"{escape(str(output))} ({summary.bytes_out / 1e6:,.1f} MB; "
+              f"{summary.unchanged:,} were there already); {escape(key)}.", highlight=False)
+    if not not_written:
+        return
+    counts = ", ".join(f"{n:,} {what}" for what, n in (
+        ("refused", summary.refused), ("blocked by the residual-identifier scan",
+                                       summary.blocked),
+        ("unreadable", summary.unreadable), ("failed", summary.failed)) if n)
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(summary.reasons.items()))
+    out.print(f"[bold]{not_written:,}[/] not written: {counts} ({reasons}).", highlight=False)
+    table = Table(title="Not written", show_lines=False)
+    table.add_column("source", overflow="fold")
+    table.add_column("reason")
+    table.add_column("what happened", overflow="fold")
+    for problem in summary.problems[:50]:
+        message = problem.message
+        if problem.findings:
+            message += " Found at: " + ", ".join(
+                f"{f.path} ({f.kind})" for f in problem.findings[:10])
+        table.add_row(escape(problem.source), problem.reason, escape(message))
+    out.print(table)
+    if not_written > 50:
+        out.print(f"… and {not_written - 50:,} more (--jsonl lists them all).")
+
+
+@key_app.command("create")
+def key_create(name: KeyName,
+               from_file: Annotated[Path | None, typer.Option(
+                   "--from-file", help="Install this key (another site's key for a shared "
+                   "project) instead of making a random one.", show_default=False)] = None
+               ) -> None:
+    """Make a project's de-identification key (32 random bytes), or install a shared one.
+    A key is never replaced."""
+    from imagebank.storage.keys import create, fingerprint, read_key_file
+
+    store = _key_store()
+    key = create(store, name, read_key_file(from_file) if from_file is not None else None)
+    _cli_audit(_runtime(), "key_create", level="key", object_id=fingerprint(key))
+    out.print(f"{'Installed' if from_file else 'Created'} the de-identification key "
+              f"{escape(name)!r} in {escape(str(store.path(name)))}, fingerprint "
+              f"{fingerprint(key)}.", highlight=False)
+
+
+@key_app.command("fingerprint")
+def key_fingerprint(name: KeyName) -> None:
+    """Print a key's fingerprint (two sites with the same fingerprint hold the same key)."""
+    from imagebank.storage.keys import check_name, fingerprint
+
+    key = _key_store().get(check_name(name))
+    if key is None:
+        raise NotFoundError(f"There is no de-identification key {name!r}; `imagebank key "
+                            "create` makes one (and `imagebank deid` makes 'default').")
+    out.print(f"{escape(name)}: {fingerprint(key)}", highlight=False)
+
+
 # -- users, roles, tokens, audit, serve ---------------------------------------------------
 def _runtime() -> Any:
     from imagebank.services.runtime import Runtime
@@ -725,6 +876,75 @@ def audit_ls(
                   ("outcome", "outcome")], "Audit events")
 
 
+# -- governance policies (decision 0016) -----------------------------------------------------
+PolicyFile = Annotated[Path, typer.Argument(help="A policy file (YAML).", show_default=False)]
+
+
+@policy_app.command("show")
+def policy_show(path: PolicyFile, as_json: JsonOption = False) -> None:
+    """Validate a policy and print it normalised (exit 2 with every problem if invalid)."""
+    from imagebank.services import policies
+
+    policy = policies.load_policy(path)
+    if as_json:
+        _print_json(policies.policy_document(policy))
+    else:
+        sys.stdout.write(policies.render_policy(policy, header=[f"{path}: valid"]))
+
+
+@policy_app.command("harmonise")
+def policy_harmonise(
+    paths: Annotated[list[Path], typer.Argument(help="The sites' policy files.",
+                                                show_default=False)],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Also write the merged policy to this file.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The strictest merge of several sites' policies, with the site(s) that set each rule."""
+    from imagebank.services import policies
+
+    names = [str(p) for p in paths]
+    harmonised, _ = policies.harmonise_files(paths)
+    text = policies.render_harmonised(harmonised, names)
+    if output is not None:
+        try:
+            policies.write_text_atomically(output, text)
+        except OSError as exc:
+            raise InvalidInputError(f"Cannot write {output}: {exc.strerror or exc}.") from None
+    if as_json:
+        _print_json(policies.harmonised_document(harmonised, names))
+    else:
+        sys.stdout.write(text)
+
+
+@policy_app.command("diff")
+def policy_diff(a: PolicyFile, b: PolicyFile, as_json: JsonOption = False) -> None:
+    """What B allows that A does not, and A that B does not (exit 1 if any, as diff does)."""
+    from imagebank.domain.policy import PolicyError, diff
+    from imagebank.services import policies
+
+    loaded, problems = [], list[str]()
+    for path in (a, b):
+        try:
+            loaded.append(policies.load_policy(path))
+        except PolicyError as exc:
+            problems += exc.problems
+    if problems:
+        raise PolicyError(problems)
+    result = diff(loaded[0], loaded[1])
+    if as_json:
+        _print_json(policies.diff_document(result, str(a), str(b)))
+    elif result.same:
+        out.print("The two policies allow the same.")
+    else:
+        rows = [{"rule": x.rule, "looser": "B", "what": x.detail} for x in result.b_allows]
+        rows += [{"rule": x.rule, "looser": "A", "what": x.detail} for x in result.a_allows]
+        _table(rows, [("rule", "rule"), ("looser", "allowed by"), ("what", "what")],
+               f"What one policy allows and the other does not (A = {a}, B = {b})")
+    if not result.same:
+        raise typer.Exit(1)
+
+
 @app.command()
 def scp(
     host: Annotated[str | None, typer.Option(help="Address (default IMAGEBANK_HOST).")] = None,
@@ -786,7 +1006,8 @@ def main() -> None:
     try:
         app()
     except ImagebankError as exc:
-        err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
+        for line in exc.message.splitlines() or [""]:  # a policy's problems: one line each
+            err.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: what was reported stored is safe; run `imagebank check`.")

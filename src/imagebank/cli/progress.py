@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -18,6 +18,9 @@ from rich.progress import (
 from rich.text import Text
 
 from imagebank.ingest.pipeline import BatchReport
+
+if TYPE_CHECKING:
+    from imagebank.services.deid import DeidReport
 
 
 class _RateColumn(ProgressColumn):
@@ -79,3 +82,53 @@ class JsonlProgress:
                 "elapsed": round(time.monotonic() - self.started, 3),
                 **report.summary.as_dict()}
         print(json.dumps(line), flush=True)
+
+
+class DeidProgress:
+    """``imagebank deid``'s live bar on stderr: files done, rate, and what was not written."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]deid"), TextColumn("{task.completed:,} files"),
+            _RateColumn(), TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
+            console=console, transient=False,
+        )
+        self.task = self.progress.add_task("deid", total=None, bytes=0, counts="")
+
+    def __enter__(self) -> DeidProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, report: DeidReport) -> None:
+        s = report.summary
+        self.progress.update(
+            self.task, completed=s.files, bytes=s.bytes_out,
+            counts=f"written {s.written:,} refused {s.refused:,} blocked {s.blocked:,} "
+                   f"unreadable {s.unreadable:,} failed {s.failed:,}",
+        )
+
+
+class JsonlDeidProgress:
+    """``imagebank deid --jsonl``: a line per task of files with the counts so far, and a line
+    per file not written (its source, status, reason and the scan's findings: tag paths and
+    kinds, never values)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __enter__(self) -> JsonlDeidProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def update(self, report: DeidReport) -> None:
+        for outcome in report.outcomes:
+            if outcome.status != "written":
+                print(json.dumps({"event": "problem", **outcome.as_dict()}), flush=True)
+        print(json.dumps({"event": "progress",
+                          "elapsed": round(time.monotonic() - self.started, 3),
+                          **report.summary.as_dict()}), flush=True)
