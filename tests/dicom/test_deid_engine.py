@@ -303,3 +303,14 @@ def test_a_name_found_deep_in_the_input_is_scrubbed_from_kept_text_anywhere() ->
     assert meaning.startswith("Chest") and "quartermaine" not in meaning.lower()
     assert "barnaby" not in _values(out).lower()
     assert residual_identifiers(ds, out) == []
+
+
+def test_the_scan_with_the_engines_collected_values_finds_the_same() -> None:
+    ds = _phi_study()[0]
+    result = deidentify(ds, _config())
+    out = result.dataset
+    out.ImageComments = "patient smithson, ward 9"
+    out.PatientComments = PATIENT
+    shared = residual_identifiers(ds, out, identifying=result.identifying)
+    assert shared == residual_identifiers(ds, out) and len(shared) == 2
+    assert result.identifying and all(len(v) >= 3 for v in result.identifying)

@@ -88,6 +88,9 @@ class DeidResult:
     date_shift_days: int
     #: Counts of what was done, by action name (for the manifest; no values).
     actions: dict[str, int] = field(default_factory=dict)
+    #: The input's identifying values, collected once: hand them to ``residual_identifiers``
+    #: (``identifying=``) so the scan does not walk the input again. Never logged.
+    identifying: tuple[str, ...] = ()
 
 
 _IDENTIFYING_KEYWORDS = frozenset({
@@ -137,10 +140,15 @@ def _retained(profile: Profile, tag: int) -> bool:
                                     for option, action in rule.options)
 
 
-def _word(value: str) -> re.Pattern[str]:
-    """``value`` as a whole word (or number), in any case: "ANN" is found in "ann smith",
-    not in "annotation"."""
-    return re.compile(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])", re.IGNORECASE)
+def _words(values: Iterable[str]) -> re.Pattern[str] | None:
+    """One pattern matching any of ``values`` as a whole word, in any case (longest first, so
+    a full name is taken before its parts); None for no values. One pattern per dataset is
+    much cheaper than one per value on every text element."""
+    ordered = sorted({v for v in values if v}, key=len, reverse=True)
+    if not ordered:
+        return None
+    alternatives = "|".join(re.escape(v) for v in ordered)
+    return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
 
 
 def _refuse_burned_in(ds: Dataset) -> None:
@@ -168,7 +176,8 @@ class _Engine:
         self.patient_pseudonym = self.pseudonyms.patient_id(patient_id, issuer)
         self.patient_name = self.pseudonyms.patient_name(patient_id, issuer)
         self.shift = self.pseudonyms.date_shift_days(patient_id, issuer)
-        self.scrub = [_word(v) for v in _identifying_values(source, self.profile)]
+        self.identifying = tuple(_identifying_values(source, self.profile))
+        self.scrub = _words(self.identifying)
         self.counts: dict[str, int] = {}
 
     def count(self, what: str) -> None:
@@ -287,10 +296,12 @@ class _Engine:
         return DataElement(tag, vr, value)  # numbers carry no identity
 
     def _scrubbed(self, value: Any, vr: str) -> Any:
+        scrub = self.scrub
+
         def one(text: Any) -> str:
             result = str(text)
-            for pattern in self.scrub:
-                result = pattern.sub("", result)
+            if scrub is not None:
+                result = scrub.sub("", result)
             return result.strip() if vr != "PN" else result
 
         if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
@@ -317,7 +328,8 @@ def deidentify(ds: Dataset, config: DeidConfig) -> DeidResult:
     out = engine.dataset(ds)
     _mark(out, config.profile)
     out.file_meta = _file_meta(out, ds)
-    return DeidResult(out, engine.patient_pseudonym, engine.shift, engine.counts)
+    return DeidResult(out, engine.patient_pseudonym, engine.shift, engine.counts,
+                      engine.identifying)
 
 
 def _mark(out: Dataset, profile: Profile) -> None:
@@ -374,21 +386,29 @@ def _walk(ds: Dataset, prefix: str = "") -> Iterator[tuple[str, DataElement]]:
 
 
 def residual_identifiers(source: Dataset, output: Dataset, extra: Iterable[str] = (), *,
-                         profile: Profile | None = None) -> list[Finding]:
+                         profile: Profile | None = None,
+                         identifying: Iterable[str] | None = None) -> list[Finding]:
     """Every place in ``output`` (text and binary values, at any depth) where an identifying
     value of ``source`` (names and their parts, IDs, birth date, accession number, addresses,
-    phone numbers, and the original UIDs unless ``profile`` retains UIDs) still appears."""
-    needles: list[tuple[re.Pattern[str], str]] = [
-        (_word(v), "identifier") for v in _identifying_values(source, profile)]
-    needles += [(_word(v), "given") for v in extra if len(v) >= 3]
-    uids_kept = profile is not None and Option.RETAIN_UIDS in profile.options
-    for _, element in _walk(source):
-        if element.VR == "UI" and element.value and not uids_kept:
-            values = element.value if isinstance(element.value, list | tuple) or type(
-                element.value).__name__ == "MultiValue" else [element.value]
-            needles += [(_word(str(v)), "uid") for v in values
-                        if not str(v).startswith(_DICOM_ROOT) and len(str(v)) > 8]
+    phone numbers, and the original UIDs unless ``profile`` retains UIDs) still appears.
+    ``identifying``: the values ``deidentify`` collected (``DeidResult.identifying``), to
+    spare a second walk of the input."""
+    values = (list(identifying) if identifying is not None
+              else _identifying_values(source, profile))
+    uids: list[str] = []
+    if profile is None or Option.RETAIN_UIDS not in profile.options:
+        for _, element in _walk(source):
+            if element.VR == "UI" and element.value:
+                found = element.value if isinstance(element.value, list | tuple) or type(
+                    element.value).__name__ == "MultiValue" else [element.value]
+                uids += [str(v) for v in found
+                         if not str(v).startswith(_DICOM_ROOT) and len(str(v)) > 8]
+    patterns = [(pattern, kind) for pattern, kind in (
+        (_words(values), "identifier"), (_words(v for v in extra if len(v) >= 3), "given"),
+        (_words(uids), "uid")) if pattern is not None]
     findings: list[Finding] = []
+    if not patterns:
+        return findings
     for path, element in _walk(output):
         value = element.value
         if value in (None, b"", ""):
@@ -399,8 +419,8 @@ def residual_identifiers(source: Dataset, output: Dataset, extra: Iterable[str] 
             continue
         haystack = (value.decode("latin-1", "replace") if isinstance(value, bytes)
                     else str(value))
-        for needle, kind in needles:
-            if needle.search(haystack):
+        for pattern, kind in patterns:
+            if pattern.search(haystack):
                 findings.append(Finding(path, kind))
                 break
     return findings

@@ -460,7 +460,7 @@ class _Worker:
         relative = _output_path(result.patient_pseudonym, out)
         if isinstance(relative, FileOutcome):
             return FileOutcome(label, relative.status, relative.reason, relative.message)
-        findings = _scan(dataset, out, relative, self.config)
+        findings = _scan(dataset, out, relative, self.config, result.identifying)
         if findings:
             return FileOutcome(
                 label, Status.BLOCKED, "residual_identifiers",
@@ -598,7 +598,8 @@ def _output_path(pseudonym: str, out: Dataset) -> str | FileOutcome:
     return f"{pseudonym}/{uids[0]}/{uids[1]}/{uids[2]}.dcm"
 
 
-def _scan(source: Dataset, out: Dataset, relative: str, config: DeidConfig) -> list[Finding]:
+def _scan(source: Dataset, out: Dataset, relative: str, config: DeidConfig,
+          identifying: tuple[str, ...]) -> list[Finding]:
     """The residual-identifier scan of the output and of its file name, in one pass: a
     shallow view of ``out`` without its pixel data, with the file name as one more value."""
     view = Dataset({tag: element for tag, element in out.items()
@@ -607,7 +608,8 @@ def _scan(source: Dataset, out: Dataset, relative: str, config: DeidConfig) -> l
     view.add_new(marker, "LT", relative)
     where = f"({marker >> 16:04X},{marker & 0xFFFF:04X})"
     return [Finding("file name", f.kind) if f.path == where else f
-            for f in residual_identifiers(source, view, profile=config.profile)]
+            for f in residual_identifiers(source, view, profile=config.profile,
+                                          identifying=identifying)]
 
 
 def _serialise(out: Dataset, tail: memoryview | None) -> list[bytes | memoryview]:
