@@ -65,9 +65,13 @@ OPTION_CODES: dict[Option, tuple[str, str]] = {
     Option.CLEAN_STRUCTURED_CONTENT: ("113104", "Clean Structured Content Option"),
     Option.CLEAN_DESCRIPTORS: ("113105", "Clean Descriptors Option"),
     Option.RETAIN_LONG_FULL_DATES: (
-        "113106", "Retain Longitudinal Temporal Information Full Dates Option"),
+        "113106",
+        "Retain Longitudinal Temporal Information Full Dates Option",
+    ),
     Option.RETAIN_LONG_MODIFIED_DATES: (
-        "113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
     Option.RETAIN_PATIENT_CHARACTERISTICS: ("113108", "Retain Patient Characteristics Option"),
     Option.RETAIN_DEVICE_IDENTITY: ("113109", "Retain Device Identity Option"),
     Option.RETAIN_UIDS: ("113110", "Retain UIDs Option"),
@@ -75,8 +79,13 @@ OPTION_CODES: dict[Option, tuple[str, str]] = {
     Option.RETAIN_INSTITUTION_IDENTITY: ("113112", "Retain Institution Identity Option"),
 }
 
-_COMPOSITE = {"X/Z": Action.EMPTY, "X/D": Action.DUMMY, "Z/D": Action.DUMMY,
-              "X/Z/D": Action.DUMMY, "X/Z/U*": Action.REPLACE_UID}
+_COMPOSITE = {
+    "X/Z": Action.EMPTY,
+    "X/D": Action.DUMMY,
+    "Z/D": Action.DUMMY,
+    "X/Z/D": Action.DUMMY,
+    "X/Z/U*": Action.REPLACE_UID,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +104,9 @@ def _rules() -> tuple[dict[int, Rule], list[tuple[int, int, Rule]], Rule]:
     masked: list[tuple[int, int, Rule]] = []
     private: Rule | None = None
     for pattern, name, composite, basic, options in ROWS:
-        rule = Rule(pattern, name, composite, basic,
-                    tuple((Option(o), Action(a)) for o, a in options))
+        rule = Rule(
+            pattern, name, composite, basic, tuple((Option(o), Action(a)) for o, a in options)
+        )
         if pattern == "private":
             private = rule
         elif "x" in pattern:
@@ -135,8 +145,10 @@ class Profile:
 
     def __post_init__(self) -> None:
         if {Option.RETAIN_LONG_FULL_DATES, Option.RETAIN_LONG_MODIFIED_DATES} <= self.options:
-            raise ValueError("retain_long_full_dates and retain_long_modified_dates exclude "
-                             "each other: choose one")
+            raise ValueError(
+                "retain_long_full_dates and retain_long_modified_dates exclude "
+                "each other: choose one"
+            )
 
     @classmethod
     def of(cls, options: Iterable[str | Option] = ()) -> Profile:

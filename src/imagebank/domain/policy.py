@@ -86,18 +86,24 @@ class MaskingRule:
             raise ValueError("a masking rule needs at least one rectangle")
         for r in self.rectangles:
             if (self.columns is not None and r.x + r.width > self.columns) or (
-                    self.rows is not None and r.y + r.height > self.rows):
+                self.rows is not None and r.y + r.height > self.rows
+            ):
                 raise ValueError("a rectangle lies outside the image")
 
     @property
     def key(self) -> tuple[str, str, int, int]:
         """What identifies the rule (0 for a size not given)."""
-        return (_device_key(self.manufacturer), _device_key(self.model),
-                self.rows or 0, self.columns or 0)
+        return (
+            _device_key(self.manufacturer),
+            _device_key(self.model),
+            self.rows or 0,
+            self.columns or 0,
+        )
 
     def applies_to(self, manufacturer: str, model: str, rows: int, columns: int) -> bool:
         return (_device_key(manufacturer), _device_key(model)) == self.key[:2] and (
-            self.rows in (None, rows) and self.columns in (None, columns))
+            self.rows in (None, rows) and self.columns in (None, columns)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +175,16 @@ class Policy:
         if len({r.key for r in self.masking}) != len(self.masking):
             raise ValueError("two masking rules are for the same device and size")
 
-    def masks_for(self, manufacturer: str, model: str, rows: int,
-                  columns: int) -> frozenset[Rectangle]:
+    def masks_for(
+        self, manufacturer: str, model: str, rows: int, columns: int
+    ) -> frozenset[Rectangle]:
         """Every rectangle to blank in an image from this device and of this size."""
-        return frozenset(r for rule in self.masking
-                         if rule.applies_to(manufacturer, model, rows, columns)
-                         for r in rule.rectangles)
+        return frozenset(
+            r
+            for rule in self.masking
+            if rule.applies_to(manufacturer, model, rows, columns)
+            for r in rule.rectangles
+        )
 
 
 # -- the strictest merge ---------------------------------------------------------------------
@@ -186,9 +196,15 @@ def _merge_masking(rules: Iterable[MaskingRule]) -> frozenset[MaskingRule]:
     for same in grouped.values():
         # One spelling for the device, whatever the order of the sites: the smallest.
         manufacturer, model = min((r.manufacturer, r.model) for r in same)
-        merged.add(MaskingRule(manufacturer, model,
-                               frozenset().union(*(r.rectangles for r in same)),
-                               same[0].rows, same[0].columns))
+        merged.add(
+            MaskingRule(
+                manufacturer,
+                model,
+                frozenset().union(*(r.rectangles for r in same)),
+                same[0].rows,
+                same[0].columns,
+            )
+        )
     return frozenset(merged)
 
 
@@ -199,16 +215,25 @@ def _min_optional(a: int | None, b: int | None) -> int | None:
 def merge_two(a: Policy, b: Policy) -> Policy:
     """The strictest policy that satisfies both ``a`` and ``b``."""
     kept = {e.key: e for e in b.safe_private}
-    safe = frozenset(SafePrivate(e.creator, e.element,
-                                 e.justifications | kept[e.key].justifications)
-                     for e in a.safe_private if e.key in kept)
-    review = (b.review_date if a.review_date is None else a.review_date
-              if b.review_date is None else min(a.review_date, b.review_date))
+    safe = frozenset(
+        SafePrivate(e.creator, e.element, e.justifications | kept[e.key].justifications)
+        for e in a.safe_private
+        if e.key in kept
+    )
+    review = (
+        b.review_date
+        if a.review_date is None
+        else a.review_date
+        if b.review_date is None
+        else min(a.review_date, b.review_date)
+    )
     return Policy(
         smallest_count=max(a.smallest_count, b.smallest_count),
         national_data_opt_out=a.national_data_opt_out or b.national_data_opt_out,
-        retention=Retention(_min_optional(a.retention.days, b.retention.days),
-                            a.retention.project_end or b.retention.project_end),
+        retention=Retention(
+            _min_optional(a.retention.days, b.retention.days),
+            a.retention.project_end or b.retention.project_end,
+        ),
         allowed_options=a.allowed_options & b.allowed_options,
         safe_private=safe,
         masking=_merge_masking([*a.masking, *b.masking]),
@@ -276,14 +301,18 @@ def harmonise(sites: Sequence[tuple[str, Policy]]) -> Harmonised:
         sites=tuple(labels),
         options={o: forbidding(o) for o in Option},
         safe_private={k: unlisted(k) for k in sorted(listed)},
-        masking={(rule.key, rect): masked_by(rule.key, rect)
-                 for rule in merged.masking for rect in rule.rectangles},
+        masking={
+            (rule.key, rect): masked_by(rule.key, rect)
+            for rule in merged.masking
+            for rect in rule.rectangles
+        },
         smallest_count=which(lambda p: p.smallest_count == merged.smallest_count),
         national_data_opt_out=which(lambda p: p.national_data_opt_out),
         retention_days=which(lambda p: days is not None and p.retention.days == days),
         retention_project_end=which(lambda p: p.retention.project_end),
-        review_date=which(lambda p: merged.review_date is not None
-                          and p.review_date == merged.review_date),
+        review_date=which(
+            lambda p: merged.review_date is not None and p.review_date == merged.review_date
+        ),
         values=dict(sites),
     )
 
@@ -300,42 +329,70 @@ class Loosening:
 def _device(rule_key: tuple[str, str, int, int], rules: Iterable[MaskingRule]) -> str:
     for rule in rules:
         if rule.key == rule_key:
-            size = f" {rule.columns or 'any'}x{rule.rows or 'any'}" if (
-                rule.rows or rule.columns) else ""
+            size = (
+                f" {rule.columns or 'any'}x{rule.rows or 'any'}"
+                if (rule.rows or rule.columns)
+                else ""
+            )
             return f"{rule.manufacturer} / {rule.model}{size}"
     return "?"  # pragma: no cover - the key comes from the same rules
 
 
 def _retention_text(r: Retention) -> str:
     parts = ([f"{r.days} days"] if r.days is not None else []) + (
-        ["the end of the project"] if r.project_end else [])
+        ["the end of the project"] if r.project_end else []
+    )
     return " or ".join(parts) + (", whichever comes first" if len(parts) == 2 else "")
 
 
 def loosenings(a: Policy, b: Policy) -> list[Loosening]:
     """What ``b`` allows that ``a`` does not, rule by rule (empty when ``b`` is at least as
     strict as ``a`` everywhere). Masks compare rectangle by rectangle, exactly."""
-    found = [Loosening("allowed_options", o.value) for o in Option
-             if o in b.allowed_options and o not in a.allowed_options]
+    found = [
+        Loosening("allowed_options", o.value)
+        for o in Option
+        if o in b.allowed_options and o not in a.allowed_options
+    ]
     a_private = {e.key for e in a.safe_private}
-    found += [Loosening("safe_private", f"{c} 0x{e:02X}")
-              for c, e in sorted(e.key for e in b.safe_private) if (c, e) not in a_private]
+    found += [
+        Loosening("safe_private", f"{c} 0x{e:02X}")
+        for c, e in sorted(e.key for e in b.safe_private)
+        if (c, e) not in a_private
+    ]
     b_masks = {(rule.key, r) for rule in b.masking for r in rule.rectangles}
-    found += [Loosening("masking", f"{_device(key, a.masking)}: x={r.x} y={r.y} "
-                        f"width={r.width} height={r.height} not masked")
-              for key, r in sorted({(rule.key, r) for rule in a.masking
-                                    for r in rule.rectangles} - b_masks)]
+    found += [
+        Loosening(
+            "masking",
+            f"{_device(key, a.masking)}: x={r.x} y={r.y} "
+            f"width={r.width} height={r.height} not masked",
+        )
+        for key, r in sorted(
+            {(rule.key, r) for rule in a.masking for r in rule.rectangles} - b_masks
+        )
+    ]
     if b.smallest_count < a.smallest_count:
-        found.append(Loosening("smallest_count", f"counts from {b.smallest_count} to "
-                               f"{a.smallest_count - 1} shown"))
+        found.append(
+            Loosening(
+                "smallest_count", f"counts from {b.smallest_count} to {a.smallest_count - 1} shown"
+            )
+        )
     if a.national_data_opt_out and not b.national_data_opt_out:
         found.append(Loosening("national_data_opt_out", "opted-out patients included"))
-    if (b.retention.days is None and a.retention.days is not None) or (
-            b.retention.days is not None and a.retention.days is not None
-            and b.retention.days > a.retention.days) or (
-            a.retention.project_end and not b.retention.project_end):
-        found.append(Loosening("retention", f"kept {_retention_text(b.retention)} instead of "
-                               f"{_retention_text(a.retention)}"))
+    if (
+        (b.retention.days is None and a.retention.days is not None)
+        or (
+            b.retention.days is not None
+            and a.retention.days is not None
+            and b.retention.days > a.retention.days
+        )
+        or (a.retention.project_end and not b.retention.project_end)
+    ):
+        found.append(
+            Loosening(
+                "retention",
+                f"kept {_retention_text(b.retention)} instead of {_retention_text(a.retention)}",
+            )
+        )
     return found
 
 
@@ -356,8 +413,9 @@ def diff(a: Policy, b: Policy) -> PolicyDiff:
 
 
 # -- from a policy to the engine's settings ----------------------------------------------------
-def deid_settings(policy: Policy, options: Iterable[str | Option] = ()
-                  ) -> tuple[Profile, frozenset[tuple[str, int]]]:
+def deid_settings(
+    policy: Policy, options: Iterable[str | Option] = ()
+) -> tuple[Profile, frozenset[tuple[str, int]]]:
     """The profile with the ``options`` a project asks for, and the safe-private pairs for
     ``dicom.deid.DeidConfig`` (empty unless Retain Safe Private is asked for). Refuses
     (``PolicyRefusal``) an unknown option or one the policy does not allow."""
@@ -368,8 +426,13 @@ def deid_settings(policy: Policy, options: Iterable[str | Option] = ()
     refused = [o.value for o in Option if o in profile.options - policy.allowed_options]
     if refused:
         allowed = ", ".join(o.value for o in Option if o in policy.allowed_options) or "none"
-        raise PolicyRefusal(f"the policy does not allow {', '.join(refused)} (it allows: "
-                            f"{allowed}); ask for fewer options or change the policy.")
-    safe = (frozenset(e.key for e in policy.safe_private)
-            if Option.RETAIN_SAFE_PRIVATE in profile.options else frozenset())
+        raise PolicyRefusal(
+            f"the policy does not allow {', '.join(refused)} (it allows: "
+            f"{allowed}); ask for fewer options or change the policy."
+        )
+    safe = (
+        frozenset(e.key for e in policy.safe_private)
+        if Option.RETAIN_SAFE_PRIVATE in profile.options
+        else frozenset()
+    )
     return profile, safe
