@@ -153,10 +153,10 @@ _PARSER: Parser | None = None
 def init_worker(config: WorkerConfig) -> None:
     global _PARSER  # noqa: PLW0603 - one parser per worker process
     _PARSER = Parser(config)
-    _exit_with_parent()
+    exit_with_parent()
 
 
-def _exit_with_parent() -> None:
+def exit_with_parent() -> None:
     """End this worker when the ingest process dies, even by SIGKILL.
 
     Otherwise orphaned workers would linger and hold the ingest's stdout open (a pipe to

@@ -701,12 +701,12 @@ _WORKER: _Worker | None = None
 
 def _init_worker(settings: _WorkerSettings) -> None:
     global _WORKER  # noqa: PLW0603 - one worker per pool process
-    from imagebank.ingest.worker import _exit_with_parent
+    from imagebank.ingest.worker import exit_with_parent
 
     warnings.simplefilter("ignore")  # pydicom's warnings quote values (patient data)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the calling process
     _WORKER = _Worker(settings)
-    _exit_with_parent()
+    exit_with_parent()
 
 
 def _run_task(sources: list[Source]) -> list[FileOutcome | _Pending]:
