@@ -229,7 +229,7 @@ def test_nothing_half_written_when_a_run_stops(tmp_path: Path,
     os.utime(stale, (old, old))
     monkeypatch.setattr(deid_service, "TASK_FILES", 4)
     monkeypatch.setattr(deid_service, "PUBLISH_FILES", 4)
-    real_link = deid_service._link_new
+    real_link = deid_service.link_new
     calls = {"n": 0}
 
     def failing_link(source: Path, target: Path) -> bool:
@@ -238,7 +238,7 @@ def test_nothing_half_written_when_a_run_stops(tmp_path: Path,
             raise KeyboardInterrupt  # as if the run were stopped here
         return real_link(source, target)
 
-    monkeypatch.setattr(deid_service, "_link_new", failing_link)
+    monkeypatch.setattr(deid_service, "link_new", failing_link)
     with pytest.raises(KeyboardInterrupt):
         deidentify_folder(tmp_path / "in", out, make_config(KEY), workers=1)
     assert not stale.exists()

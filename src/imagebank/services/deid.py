@@ -30,8 +30,6 @@ files; results come back in input order, small (no pixel data).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import io
 import multiprocessing
 import os
@@ -67,6 +65,7 @@ from imagebank.domain.errors import InvalidInputError, StorageError
 from imagebank.domain.pseudonyms import Pseudonymiser
 from imagebank.ingest.sources import Source, SourceProblem, iter_sources
 from imagebank.ingest.worker import prefetch, read_file
+from imagebank.storage.durable import HAS_SYNCFS, fsync_path, link_new, syncfs
 
 #: Files per task sent to a worker.
 TASK_FILES = 32
@@ -386,7 +385,7 @@ class _Publisher:
                 if len(self._folders) > 4096:
                     self._folders.clear()
                 self._folders.add(folder)
-            if _link_new(Path(item.temporary), target):
+            if link_new(Path(item.temporary), target):
                 return FileOutcome(item.source, Status.WRITTEN, bytes_out=item.size)
             if _same_file_content(Path(item.temporary), target):
                 return FileOutcome(item.source, Status.WRITTEN, "unchanged",
@@ -641,58 +640,14 @@ def _same_file_content(a: Path, b: Path) -> bool:
         return False
 
 
-def _link_new(source: Path, target: Path) -> bool:
-    """Give ``source`` the name ``target`` unless it exists (never replacing a file)."""
-    try:
-        os.link(source, target)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        import errno
-
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-            raise
-    if target.exists():  # a file system without hard links (FAT, some shares)
-        return False
-    os.rename(source, target)
-    return True
-
-
-def _load_syncfs() -> Any:
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        func = ctypes.CDLL(name, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    func.argtypes = [ctypes.c_int]
-    func.restype = ctypes.c_int
-    return func
-
-
-_SYNCFS = _load_syncfs()
-
-
 def _flush(folder: Path, files: Sequence[Path] = ()) -> None:
     """Make what was written under ``folder`` durable: one ``syncfs`` (or an fsync of each
     file, where there is none)."""
-    if _SYNCFS is not None:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            if _SYNCFS(fd) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-        finally:
-            os.close(fd)
+    if HAS_SYNCFS:
+        syncfs(folder)
         return
     for path in files:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(path)
 
 
 # -- process-pool entry points ----------------------------------------------------------------

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import errno
 import hashlib
 import os
 import re
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from imagebank.domain.errors import ConfigurationError, ConflictError, InvalidInputError
+from imagebank.storage.durable import fsync_folder_quietly, link_new
 
 #: Bytes of a key made here; a key read from a file must have at least as many.
 KEY_BYTES = 32
@@ -231,10 +230,10 @@ class FileKeyStore:
             finally:
                 os.close(fd)
             try:
-                added = _link_new(temporary, path)
+                added = link_new(temporary, path)
             finally:
                 temporary.unlink(missing_ok=True)
-            _fsync_folder(path.parent)
+            fsync_folder_quietly(path.parent)
         except OSError as exc:
             raise ConfigurationError(
                 f"The key store cannot write to {path.parent} ({exc.strerror}).") from None
@@ -247,33 +246,7 @@ class FileKeyStore:
         except FileExistsError:
             return
         os.chmod(folder, 0o700)  # whatever the umask
-        _fsync_folder(folder.parent)
-
-
-def _link_new(source: Path, target: Path) -> bool:
-    """Give ``source`` the name ``target`` unless ``target`` exists: True if it did."""
-    try:
-        os.link(source, target)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-            raise
-    # A file system without hard links (FAT, some network shares): rename if still absent.
-    if target.exists():
-        return False
-    os.rename(source, target)
-    return True
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_folder_quietly(folder.parent)
 
 
 class MemoryKeyStore:

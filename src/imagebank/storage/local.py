@@ -8,8 +8,6 @@ renames are durable too. A reader never sees a partial object.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import stat
 import time
@@ -26,39 +24,17 @@ from imagebank.storage.base import (
     validate_key,
     validate_prefix,
 )
+from imagebank.storage.durable import HAS_SYNCFS, fsync_path, syncfs
 
 STAGING = ".staging"
 #: Folders remembered as existing, so publishing does not call mkdir for every object.
 _MADE_DIRS_LIMIT = 4096
 
 
-def _load_syncfs() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        func = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    func.argtypes = [ctypes.c_int]
-    func.restype = ctypes.c_int
-    return func
-
-
-_SYNCFS = _load_syncfs()
 
 
 #: Publishes of at most this many objects fsync each file and folder instead of syncfs.
 SMALL_PUBLISH = 8
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalObjectStore:
@@ -79,7 +55,7 @@ class LocalObjectStore:
         try:
             with open(path, "wb") as handle:
                 handle.write(data)
-                if self.durable and _SYNCFS is None:
+                if self.durable and not HAS_SYNCFS:
                     handle.flush()
                     os.fsync(handle.fileno())
         except OSError as exc:
@@ -92,11 +68,11 @@ class LocalObjectStore:
             return
         # A few objects (an upload, a C-STORE): fsync each file and folder. A batch: one
         # syncfs for all, which is far cheaper than thousands of fsyncs.
-        small = len(items) <= SMALL_PUBLISH or _SYNCFS is None
+        small = len(items) <= SMALL_PUBLISH or not HAS_SYNCFS
         try:
-            if small and self.durable and _SYNCFS is not None:  # (else fsynced when staged)
+            if small and self.durable and HAS_SYNCFS:  # (else fsynced when staged)
                 for staged, _ in items:
-                    _fsync_path(self._staging / staged.token)
+                    fsync_path(self._staging / staged.token)
             else:
                 self._flush()
             parents: set[Path] = set()
@@ -114,7 +90,7 @@ class LocalObjectStore:
                 parents.add(parent)
             if small and self.durable:
                 for parent in parents:
-                    _fsync_path(parent)
+                    fsync_path(parent)
             else:
                 self._flush(parents)
         except OSError as exc:
@@ -124,21 +100,11 @@ class LocalObjectStore:
         """Make everything written so far durable: syncfs, or fsync of ``directories``."""
         if not self.durable:
             return
-        if _SYNCFS is not None:
-            fd = os.open(self.root, os.O_RDONLY)
-            try:
-                if _SYNCFS(fd) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, os.strerror(err))
-            finally:
-                os.close(fd)
+        if HAS_SYNCFS:
+            syncfs(self.root)
             return
         for directory in directories or ():
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(directory)
 
     def read_staged(self, staged: StagedObject) -> bytes:
         try:
