@@ -62,7 +62,7 @@ class Parser:
         self.store = store or open_store(config.store_location,
                                          s3_endpoint_url=config.s3_endpoint_url)
         self.ids = IdDeriver(config.id_key)
-        self._zips: dict[str, zipfile.ZipFile] = {}
+        self._reader = SourceReader()
 
     def parse_source(self, source: Source) -> Parsed:
         if source.size > self.config.max_size:
@@ -82,17 +82,7 @@ class Parser:
         return self.parse_bytes(data, source.label)
 
     def _read(self, source: Source) -> bytes:
-        if source.member is None:
-            return read_file(source.path, self.config.max_size + 1)
-        archive = self._zips.get(source.path)
-        if archive is None:
-            if len(self._zips) > 8:
-                for old in self._zips.values():
-                    old.close()
-                self._zips.clear()
-            archive = self._zips[source.path] = zipfile.ZipFile(source.path)
-        with archive.open(source.member) as member:
-            return member.read(self.config.max_size + 1)
+        return self._reader.read(source, self.config.max_size + 1)
 
     def parse_bytes(self, data: bytes, label: str) -> Parsed:
         header = read_header(data, max_size=self.config.max_size)
@@ -119,6 +109,33 @@ class Parser:
             series_id=ids.series_id(project, header.series_instance_uid),
             instance_id=ids.instance_id(project, header.sop_instance_uid),
         )
+
+
+class SourceReader:
+    """Reads sources, files or zip members, keeping a few zip archives open between reads."""
+
+    #: Archives kept open at most (then all are closed and reopened as needed).
+    OPEN_ARCHIVES = 8
+
+    def __init__(self) -> None:
+        self._zips: dict[str, zipfile.ZipFile] = {}
+
+    def read(self, source: Source, limit: int) -> bytes:
+        """The source's bytes, at most ``limit`` of them."""
+        if source.member is None:
+            return read_file(source.path, limit)
+        archive = self._zips.get(source.path)
+        if archive is None:
+            if len(self._zips) > self.OPEN_ARCHIVES:
+                self.close()
+            archive = self._zips[source.path] = zipfile.ZipFile(source.path)
+        with archive.open(source.member) as member:
+            return member.read(limit)
+
+    def close(self) -> None:
+        for archive in self._zips.values():
+            archive.close()
+        self._zips.clear()
 
 
 def read_file(path: str, limit: int) -> bytes:

@@ -64,7 +64,7 @@ from imagebank.domain.confidentiality import Profile
 from imagebank.domain.errors import InvalidInputError, StorageError
 from imagebank.domain.pseudonyms import Pseudonymiser
 from imagebank.ingest.sources import Source, SourceProblem, iter_sources
-from imagebank.ingest.worker import prefetch, read_file
+from imagebank.ingest.worker import SourceReader, prefetch
 from imagebank.storage.durable import HAS_SYNCFS, fsync_path, link_new, syncfs
 
 #: Files per task sent to a worker.
@@ -430,7 +430,7 @@ class _Worker:
         self.config = settings.config
         self.partial = Path(settings.output) / PARTIAL
         self.run_prefix = settings.run
-        self._zips: dict[str, zipfile.ZipFile] = {}
+        self._reader = SourceReader()
 
     def run(self, sources: Sequence[Source]) -> list[FileOutcome | _Pending]:
         with warnings.catch_warnings():
@@ -478,17 +478,7 @@ class _Worker:
             raise _Unreadable("too_large", f"The file is {source.size:,} bytes, over the limit "
                               f"of {MAX_FILE_BYTES:,}.")
         try:
-            if source.member is None:
-                return read_file(source.path, MAX_FILE_BYTES + 1)
-            archive = self._zips.get(source.path)
-            if archive is None:
-                if len(self._zips) > 8:
-                    for old in self._zips.values():
-                        old.close()
-                    self._zips.clear()
-                archive = self._zips[source.path] = zipfile.ZipFile(source.path)
-            with archive.open(source.member) as member:
-                return member.read(MAX_FILE_BYTES + 1)
+            return self._reader.read(source, MAX_FILE_BYTES + 1)
         except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as exc:
             raise _Unreadable("unreadable_source",
                               f"The file cannot be read ({type(exc).__name__}).") from None
