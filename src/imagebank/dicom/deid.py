@@ -42,6 +42,7 @@ from typing import Any
 from pydicom.datadict import dictionary_has_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
@@ -121,9 +122,7 @@ def _identifying_values(ds: Dataset, profile: Profile | None = None) -> list[str
         if profile is not None and _retained(profile, int(element.tag)):
             continue
         value = element.value
-        values = value if isinstance(value, list | tuple) or type(
-            value).__name__ == "MultiValue" else [value]
-        for item in values:
+        for item in _values_of(value):
             text = str(item).strip()
             if len(text) >= 3:
                 found.add(text)
@@ -131,6 +130,15 @@ def _identifying_values(ds: Dataset, profile: Profile | None = None) -> list[str
                 if len(part) >= 3:
                     found.add(part)
     return sorted(found, key=len, reverse=True)
+
+
+def _is_multiple(value: Any) -> bool:
+    return isinstance(value, MultiValue | list | tuple)
+
+
+def _values_of(value: Any) -> list[Any]:
+    """An element's values as a list (one for a single value)."""
+    return list(value) if _is_multiple(value) else [value]
 
 
 def _retained(profile: Profile, tag: int) -> bool:
@@ -266,7 +274,7 @@ class _Engine:
                 return text
             return self.pseudonyms.uid(text)
 
-        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        if _is_multiple(value):
             return [one(v) for v in value]
         return one(value) if value not in (None, "") else value
 
@@ -278,10 +286,8 @@ class _Engine:
             if Option.RETAIN_LONG_MODIFIED_DATES not in self.profile.options:
                 return DataElement(tag, vr, None)
             shift = shift_date if vr == "DA" else shift_datetime
-            values = value if isinstance(value, list | tuple) or type(
-                value).__name__ == "MultiValue" else [value]
             try:
-                moved = [shift(str(v), self.shift) for v in values]
+                moved = [shift(str(v), self.shift) for v in _values_of(value)]
             except ValueError:
                 self.count("malformed_date_emptied")
                 return DataElement(tag, vr, None)
@@ -304,7 +310,7 @@ class _Engine:
                 result = scrub.sub("", result)
             return result.strip() if vr != "PN" else result
 
-        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        if _is_multiple(value):
             return [one(v) for v in value]
         return one(value)
 
@@ -399,9 +405,7 @@ def residual_identifiers(source: Dataset, output: Dataset, extra: Iterable[str] 
     if profile is None or Option.RETAIN_UIDS not in profile.options:
         for _, element in _walk(source):
             if element.VR == "UI" and element.value:
-                found = element.value if isinstance(element.value, list | tuple) or type(
-                    element.value).__name__ == "MultiValue" else [element.value]
-                uids += [str(v) for v in found
+                uids += [str(v) for v in _values_of(element.value)
                          if not str(v).startswith(_DICOM_ROOT) and len(str(v)) > 8]
     patterns = [(pattern, kind) for pattern, kind in (
         (_words(values), "identifier"), (_words(v for v in extra if len(v) >= 3), "given"),
