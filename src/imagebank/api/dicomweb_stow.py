@@ -1,11 +1,11 @@
 """STOW-RS: the Store transaction (PS3.18 10.5) into one project, through the shared ingest
-pipeline (``Archive.store_objects``: the same checks, quarantine and batching as C-STORE).
+pipeline (``Archive.receive``: the same checks, quarantine and batching as C-STORE).
 
 The multipart body is read whole before anything is stored (a malformed body stores nothing),
-then every part goes to the pipeline in one call (slices of ``MAX_PROBLEMS`` parts, so that
-each failure is reported against its part). The response is the Store Instances Response
-Module (PS3.18 Annex I) in DICOM JSON: 200 all stored (an identical re-send counts as
-stored), 202 some failed, 409 none stored; each failure with its Failure Reason (Table I.2-2).
+then every part goes to the pipeline in one call, which answers each part's outcome. The
+response is the Store Instances Response Module (PS3.18 Annex I) in DICOM JSON: 200 all
+stored (an identical re-send counts as stored), 202 some failed, 409 none stored; each failure
+with its Failure Reason (Table I.2-2).
 
 Decided for imagebank: a store goes to a project, so ``POST /dicomweb/studies`` answers 400
 pointing to ``/projects/{project}/dicomweb/studies``. A part whose StudyInstanceUID is not the
@@ -29,8 +29,8 @@ from imagebank.api.dicomweb_common import base_url, dumps, project_of
 from imagebank.api.dicomweb_media import DICOM, OCTET_STREAM, negotiate_json
 from imagebank.api.security import runtime_of, set_audit
 from imagebank.dicom.part10 import Truncated, dataset_offset
-from imagebank.domain.errors import InvalidInputError, StorageError, UnsupportedMediaTypeError
-from imagebank.domain.model import MAX_PROBLEMS
+from imagebank.domain.errors import InvalidInputError, UnsupportedMediaTypeError
+from imagebank.domain.model import Outcome
 from imagebank.services.archive import Archive
 
 #: Failure Reason (0008,1197) values, PS3.18 Table I.2-2 and PS3.7 C.
@@ -165,25 +165,17 @@ def _store(archive: Archive, project: str, bodies: list[bytes], study_uid: str |
             item.failure = DOES_NOT_MATCH
         else:
             pending.append(index)
-    counts = {"stored": 0, "duplicates": 0}
-    for start in range(0, len(pending), MAX_PROBLEMS):
-        chunk = pending[start:start + MAX_PROBLEMS]
-        labels = {f"stow-rs part {i + 1}": i for i in chunk}
-        try:
-            summary, _ids = archive.store_objects(
-                [(bodies[i], label) for label, i in labels.items()], project)
-        except StorageError:
-            if start == 0:
-                raise  # nothing stored: the client is told the archive is unavailable
-            for i in chunk:
-                items[i].failure = OUT_OF_RESOURCES
-            continue
-        counts["stored"] += summary.stored
-        counts["duplicates"] += summary.duplicates
-        for label, reason, _message in summary.problems:
-            found = labels.get(label)
-            if found is not None:
-                items[found].failure = FAILURE_REASONS.get(reason, PROCESSING_FAILURE)
+    if not pending:
+        return items, {"stored": 0, "duplicates": 0}
+    # One call: the pipeline answers each object's outcome in order (a StorageError means
+    # nothing of this request was stored, and the client is told the archive is unavailable).
+    received = archive.receive([(bodies[i], f"stow-rs part {i + 1}") for i in pending],
+                               project)
+    for index, outcome in zip(pending, received.objects, strict=True):
+        if outcome.outcome not in (Outcome.STORED, Outcome.DUPLICATE):
+            items[index].failure = FAILURE_REASONS.get(outcome.reason or "",
+                                                       PROCESSING_FAILURE)
+    counts = {"stored": received.summary.stored, "duplicates": received.summary.duplicates}
     return items, counts
 
 
