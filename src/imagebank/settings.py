@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(default=256, ge=1, le=100_000,
                             description="Objects committed to the index per transaction.")
+    jobs: str | None = Field(
+        default=None,
+        description="A Dask distributed scheduler (tcp://host:8786) that runs the "
+        "de-identification of shares and exports; unset: a pool of local processes.",
+    )
 
     secret_key: SecretStr = Field(
         default=SecretStr(DEFAULT_SECRET_KEY),

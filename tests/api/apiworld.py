@@ -26,6 +26,7 @@ from imagebank.services.runtime import Runtime
 PASSWORD = "plum orchard velvet lantern"
 ROLES = ("owner", "member", "collaborator", "viewer")
 USERS = ("admin", *ROLES, "outsider")
+DOCS_POLICIES = Path(__file__).resolve().parents[2] / "docs" / "policies"
 
 
 @dataclass
@@ -52,6 +53,9 @@ def build_world(runtime: Runtime, tmp_path: Path) -> World:
     world = World(runtime)
     archive.create_project("alpha", "Alpha study")
     archive.create_project("beta", "Beta study")
+    # A research project (the de-identified zone) that alpha's owner shares into.
+    archive.create_project("lab", "Research lab", zone="research",
+                           policy=(DOCS_POLICIES / "leeds.yaml").read_text())
     write_study(tmp_path / "alpha", 0, study_number=0, slices=3)
     write_study(tmp_path / "alpha", 1, study_number=0, slices=2, modality="MR")
     write_study(tmp_path / "beta", 2, study_number=0, slices=2)
@@ -73,6 +77,7 @@ def build_world(runtime: Runtime, tmp_path: Path) -> World:
         world.tokens[name] = token
     for role in ROLES:
         accounts.grant("alpha", role, role)
+    accounts.grant("lab", "owner", "owner")
     return world
 
 

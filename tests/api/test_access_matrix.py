@@ -130,6 +130,10 @@ EXPECTED: dict[tuple[str, str], tuple[int, ...]] = {
     # -- jobs
     ("POST", f"{P}/imports"): writer(202),
     ("POST", f"{P}/exports"): downloader(202),
+    # sharing needs manage on both projects; a de-identified release of an identifiable
+    # project needs manage on it (a research project's, download)
+    ("POST", f"{P}/shares"): project_owner(202),
+    ("POST", f"{P}/releases"): project_owner(202),
     ("GET", f"{V1}/jobs"): signed_in_user(200),
     ("GET", f"{V1}/jobs/{{job_id}}"): job_of_member(200),
     ("DELETE", f"{V1}/jobs/{{job_id}}"): job_of_member(200),
@@ -375,6 +379,8 @@ RECIPES: dict[tuple[str, str], Callable[[Ctx, str | None], Call]] = {
     ("POST", f"{P}/imports"): lambda ctx, user: Call(
         content=tiny_zip(next(ctx.counter)), headers={"Content-Type": "application/zip"}),
     ("POST", f"{P}/exports"): lambda ctx, user: Call(json={"ids": [ctx.world.ids["study"]]}),
+    ("POST", f"{P}/shares"): lambda ctx, user: Call(json={"to": "lab"}),
+    ("POST", f"{P}/releases"): lambda ctx, user: Call(json={"destination": "download"}),
     ("DELETE", f"{V1}/jobs/{{job_id}}"): _fresh_job,
     ("POST", f"{PDW}/studies"): lambda ctx, user: stow([tiny_dicom(next(ctx.counter))]),
     ("POST", f"{DW}/studies"): lambda ctx, user: stow([tiny_dicom(next(ctx.counter))]),
@@ -624,7 +630,7 @@ def test_a_tokens_scopes_limit_what_its_user_may_do(matrix: Ctx) -> None:
         assert "alpha" not in response.text
     listed = {p["id"]: p for p in client.get(f"{V1}/projects", headers=read).json()}
     summary = client.get(alpha, headers=read).json()
-    assert set(listed) == {"alpha"}
+    assert set(listed) == {"alpha", "lab"}  # the owner owns the research lab too
     assert listed["alpha"]["counts"] == summary["counts"]
     assert summary["counts"]["studies"] >= 2
     assert client.post(f"{alpha}/resources", headers=write, **note).status_code == 201

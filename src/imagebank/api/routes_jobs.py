@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from imagebank.api.routes_data import receive_body
-from imagebank.api.schemas import ExportIn, JobOut
+from imagebank.api.schemas import ExportIn, JobOut, ReleaseIn, ShareIn
 from imagebank.api.security import (
     API_PREFIX,
     project_access,
@@ -92,6 +92,65 @@ def start_export(request: Request, project: str, body: ExportIn) -> dict[str, An
     job = runtime.jobs.submit("export", project, {"level": body.level, "ids": body.ids},
                               principal.user_id)
     set_audit(request, level="job", object_id=job["id"])
+    return job
+
+
+@router.post("/projects/{project}/shares", response_model=JobOut, status_code=202,
+             dependencies=[project_access(Permission.MANAGE, "share")],
+             responses={400: {}, 403: {}, 404: {}})
+def start_share(request: Request, project: str, body: ShareIn) -> dict[str, Any]:
+    """De-identify the project's images (or some studies) into a research project, under the
+    research project's policy and key: a job; its result and manifest say what was released.
+    Needs the manage permission on both projects."""
+    from imagebank.services.release import ReleaseSpec, plan
+
+    runtime = runtime_of(request)
+    principal = resolve_principal(request)
+    assert principal is not None
+    if not principal.knows(body.to) or not runtime.archive.has_project(body.to):
+        raise NotFoundError(f"No project {body.to!r}.")
+    if not principal.can(body.to, Permission.MANAGE):
+        raise PermissionDeniedError(f"Sharing into project {body.to!r} needs the manage "
+                                    "permission on it.")
+    spec = ReleaseSpec("share", project, body.to, study_ids=tuple(body.study_ids))
+    plan(runtime.archive, spec)  # refusals (zones, policy) before the job exists
+    job = runtime.jobs.submit("share", project, spec.params(), principal.user_id)
+    set_audit(request, level="job", object_id=job["id"], detail={"to": body.to})
+    return job
+
+
+@router.post("/projects/{project}/releases", response_model=JobOut, status_code=202,
+             dependencies=[project_access(Permission.DOWNLOAD, "release")],
+             responses={400: {}, 403: {}, 404: {}})
+def start_release(request: Request, project: str, body: ReleaseIn) -> dict[str, Any]:
+    """Export the project with a manifest: an identifiable project through the
+    de-identification pipeline under ``policy`` (needs the manage permission), a research
+    project as stored. To a zip (download it from the job) or a configured DICOM node."""
+    from imagebank.services.archive import IDENTIFIABLE
+    from imagebank.services.policies import parse_policy, render_policy
+    from imagebank.services.release import ReleaseSpec, check_destination, plan
+
+    runtime = runtime_of(request)
+    principal = resolve_principal(request)
+    assert principal is not None
+    archive = runtime.archive
+    identifiable = archive.zone_of(project) == IDENTIFIABLE
+    if identifiable and not principal.can(project, Permission.MANAGE):
+        raise PermissionDeniedError("Releasing an identifiable project's data (de-identified) "
+                                    "needs the manage permission on it.")
+    job_id = runtime.jobs.new_id()
+    if body.destination == "download":
+        target = str(runtime.jobs.exports / f"{job_id}.zip")
+    else:
+        target = check_destination(archive, body.destination)
+    policy = (render_policy(parse_policy(body.policy, "the policy"))
+              if body.policy is not None else None)
+    spec = ReleaseSpec("release", project, target, tuple(body.options), policy,
+                       tuple(body.study_ids), key_name=None)
+    plan(archive, spec)
+    job = runtime.jobs.submit("release", project, spec.params(), principal.user_id, job_id)
+    set_audit(request, level="job", object_id=job["id"],
+              detail={"destination": body.destination.split(":")[0]})
     return job
 
 

@@ -25,6 +25,7 @@ from imagebank.api.security import (
     signed_in,
 )
 from imagebank.domain.access import Permission
+from imagebank.domain.errors import InvalidInputError
 
 router = APIRouter(prefix=API_PREFIX, tags=["projects"])
 USERNAME = Path(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$", max_length=64)
@@ -54,8 +55,16 @@ def list_projects(request: Request) -> list[dict[str, Any]]:
              dependencies=[administrator], responses={409: {}})
 def create_project(request: Request, body: ProjectIn) -> dict[str, Any]:
     """Create a project (administrators only); grant roles on it next."""
+    from imagebank.services.policies import project_policy_texts
+
     set_audit(request, project_id=body.id, level="project", object_id=body.id)
-    return runtime_of(request).archive.create_project(body.id, body.name, body.description)
+    policy = (project_policy_texts(body.policies, body.options)
+              if body.zone == "research" else None)
+    if body.zone != "research" and (body.policies or body.options):
+        raise InvalidInputError("Only a research project has policies and options.")
+    return runtime_of(request).archive.create_project(
+        body.id, body.name, body.description, zone=body.zone, policy=policy,
+        options=body.options)
 
 
 @router.get("/projects/{project}", response_model=ProjectOut,

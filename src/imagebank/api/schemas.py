@@ -90,6 +90,14 @@ class ProjectIn(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", max_length=63)
     name: str | None = Field(default=None, max_length=200)
     description: str = Field(default="", max_length=10_000)
+    zone: str = Field(default="identifiable", pattern="^(identifiable|research)$",
+                      description="research: receives data only through shares, under "
+                      "its policy")
+    policies: list[Annotated[str, Field(max_length=200_000)]] = Field(
+        default_factory=list, max_length=32,
+        description="A research project's sites' policies (YAML), merged strictest")
+    options: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list,
+                                                                max_length=16)
 
 
 class ProjectOut(Out):
@@ -97,6 +105,7 @@ class ProjectOut(Out):
     name: str
     description: str
     created_at: UtcDateTime
+    zone: str = "identifiable"
     role: str | None = Field(default=None, description="Your role on it (None: admin)")
     counts: dict[str, int] | None = None
 
@@ -302,6 +311,31 @@ class ExportIn(BaseModel):
     level: str = Field(default="study", pattern="^(study|series)$")
     ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] = Field(
         min_length=1, max_length=10_000)
+
+
+StudyIds = list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]]
+
+
+class ShareIn(BaseModel):
+    """Share a project's images (or some studies) into a research project."""
+
+    to: str = Field(min_length=1, max_length=63, description="The research project.")
+    study_ids: StudyIds = Field(default_factory=list, max_length=10_000,
+                                description="Only these studies (default: all).")
+
+
+class ReleaseIn(BaseModel):
+    """Export a project through the de-identification pipeline (an identifiable project, under
+    ``policy``) or as stored (a research project): to a zip to download from the job, or to a
+    remote DICOM node configured by an administrator (``ae:NAME``)."""
+
+    destination: str = Field(default="download", pattern=r"^(download|ae:[A-Za-z0-9._-]{1,64})$")
+    policy: str | None = Field(default=None, max_length=200_000,
+                               description="The policy (YAML) of an identifiable project's "
+                               "export.")
+    options: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list,
+                                                                max_length=16)
+    study_ids: StudyIds = Field(default_factory=list, max_length=10_000)
 
 
 class AuditEventOut(Out):

@@ -111,20 +111,42 @@ def project_create(
     description: Annotated[str, typer.Option(help="What the project is for.")] = "",
     ae_title: Annotated[str | None, typer.Option(
         "--ae-title", help="Called AE title whose C-STOREs land in this project.")] = None,
+    research: Annotated[bool, typer.Option(
+        "--research", help="A research project (the de-identified zone): it receives data "
+        "only through `imagebank share`, under its policy.")] = False,
+    policy: Annotated[list[Path] | None, typer.Option(
+        "--policy", help="A site's policy (YAML); repeat for every site of the project: "
+        "the project's policy is their strictest merge.", show_default=False)] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="A profile option the project's releases use (the policy must "
+        "allow it); repeat for several.", show_default=False)] = None,
 ) -> None:
-    """Create a project."""
+    """Create a project (identifiable by default; --research for the de-identified zone)."""
+    from imagebank.services.archive import IDENTIFIABLE, RESEARCH
     from imagebank.services.nodes import Nodes, check_ae_title
+    from imagebank.services.policies import project_policy
 
     archive = state.open()
     title = check_ae_title(ae_title) if ae_title else None  # refused before anything is made
+    if (policy or option) and not research:
+        raise InvalidInputError("--policy and --option are for a research project "
+                                "(add --research).")
+    if research and title:
+        raise InvalidInputError("A research project has no AE title: it receives data only "
+                                "through `imagebank share`.")
+    policy_text = project_policy(policy or [], option or []) if research else None
     nodes = Nodes(archive.sessions)
     if title and nodes.project_of(title) is not None:
         raise ConflictError(f"Another project already has the AE title {title!r}.")
-    project = archive.create_project(project_id, name, description)
+    project = archive.create_project(project_id, name, description,
+                                     zone=RESEARCH if research else IDENTIFIABLE,
+                                     policy=policy_text, options=option or [])
     if title:
         nodes.set_ae_title(project_id, title)
-    out.print(f"Created project {project['id']}"
-              + (f" (AE title {escape(title)})." if title else "."))
+    what = "research project" if research else "project"
+    out.print(f"Created {what} {project['id']}"
+              + (f" (AE title {escape(title)})." if title else ".")
+              + (f" Policy: the strictest merge of {len(policy)} site(s)." if policy else ""))
 
 
 @project_app.command("ae")
@@ -673,6 +695,112 @@ def key_fingerprint(name: KeyName) -> None:
         raise NotFoundError(f"There is no de-identification key {name!r}; `imagebank key "
                             "create` makes one (and `imagebank deid` makes 'default').")
     out.print(f"{escape(name)}: {fingerprint(key)}", highlight=False)
+
+
+# -- share and export ------------------------------------------------------------------------
+def _run_release_job(spec: Any, label: str, jsonl: bool) -> None:
+    """Queue a share or export as a job (visible in the API), run it here with progress."""
+    from imagebank.cli.progress import JobProgress
+    from imagebank.services.jobs import Jobs
+    from imagebank.services.release import plan
+
+    archive = state.open()
+    resolved = plan(archive, spec)  # every refusal before the job exists
+    jobs = Jobs(archive)
+    job = jobs.submit(spec.kind, spec.source, spec.params(), None)
+    _cli_audit(_runtime(), spec.kind, project=spec.source, level="job", object_id=job["id"])
+    if jsonl:
+        def report(done: int, total: int | None, message: str) -> None:
+            out.print(json.dumps({"event": "progress", "job": job["id"], "done": done,
+                                  "total": total, "message": message}),
+                      markup=False, highlight=False, soft_wrap=True)
+        ended = jobs.run(job["id"], report)
+    else:
+        with JobProgress(err, label) as bar:
+            ended = jobs.run(job["id"], bar.update)
+    if ended["state"] != "succeeded":
+        raise ImagebankError(f"The {label} job {job['id']} {ended['state']}: "
+                             f"{ended.get('error') or ended.get('message')}")
+    result = ended["result"]
+    if jsonl:
+        out.print(json.dumps({"event": "summary", "job": job["id"], **result}),
+                  markup=False, highlight=False, soft_wrap=True)
+    else:
+        key = (f"; key fingerprint {resolved.key_fingerprint}"
+               if resolved.key_fingerprint else "; sent as stored (already de-identified)")
+        out.print(f"[bold]{result['written']:,}[/] of {result['files']:,} objects released "
+                  f"({result['patients']:,} patients, {result['unchanged']:,} there "
+                  f"already){key}. Manifest: {escape(str(archive.settings.data))}/releases/"
+                  f"{job['id']}.json", highlight=False)
+        if result["written"] != result["files"]:
+            reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(result["reasons"].items()))
+            out.print(f"[bold]{result['files'] - result['written']:,}[/] not released "
+                      f"({reasons}).", highlight=False)
+    raise typer.Exit(0 if result["ok"] else 1)
+
+
+StudyOption = Annotated[list[str] | None, typer.Option(
+    "--study", help="Only this study (internal ID); repeat for several. Default: all.",
+    show_default=False)]
+JsonlOption = Annotated[bool, typer.Option(
+    "--jsonl", help="Print progress and the summary as JSON lines.")]
+
+
+@app.command()
+def share(
+    source: Annotated[str, typer.Option(
+        "--from", help="The identifiable project (a site's archive).", show_default=False)],
+    target: Annotated[str, typer.Option(
+        "--to", help="The research project: its policy, options and key apply.",
+        show_default=False)],
+    study: StudyOption = None,
+    jsonl: JsonlOption = False,
+) -> None:
+    """De-identify a project's images (or some studies) into a research project, under the
+    research project's policy and key, as a job with progress. Exit 1 when any object was
+    not released (each reason is counted in the manifest)."""
+    from imagebank.services.release import ReleaseSpec
+
+    _run_release_job(ReleaseSpec("share", source, target, study_ids=tuple(study or ())),
+                     "share", jsonl)
+
+
+@app.command()
+def export(
+    project: Annotated[str, typer.Argument(help="The project to export.")],
+    destination: Annotated[str, typer.Argument(
+        metavar="DEST", help="A folder, a file ending .zip, a DICOMweb base URL "
+        "(http://host/dicom-web), dicom://AET@host:port, or ae:NAME (see `imagebank ae`).",
+        show_default=False)],
+    policy: Annotated[list[Path] | None, typer.Option(
+        "--policy", help="The sites' policies (YAML), merged strictest; for an identifiable "
+        "project.", show_default=False)] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="A profile option (the policy must allow it).",
+        show_default=False)] = None,
+    key_file: Annotated[Path | None, typer.Option(
+        "--key-file", help="The key (default: the key store's 'default', or --key).",
+        show_default=False)] = None,
+    key: Annotated[str | None, typer.Option(
+        "--key", help="A key of the key store by name (e.g. a project ID).",
+        show_default=False)] = None,
+    study: StudyOption = None,
+    jsonl: JsonlOption = False,
+) -> None:
+    """Export a project through the de-identification pipeline (an identifiable project) or
+    as stored (a research project, de-identified on the way in), with a manifest, as a job
+    with progress."""
+    from imagebank.services.policies import project_policy
+    from imagebank.services.release import ReleaseSpec, check_destination
+
+    if key_file is not None and key is not None:
+        raise InvalidInputError("Give --key-file or --key, not both.")
+    archive = state.open()
+    target = check_destination(archive, destination)
+    text = project_policy(policy, option or []) if policy else None
+    spec = ReleaseSpec("release", project, target, tuple(option or ()), text,
+                       tuple(study or ()), str(key_file.resolve()) if key_file else None, key)
+    _run_release_job(spec, "export", jsonl)
 
 
 # -- users, roles, tokens, audit, serve ---------------------------------------------------

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     SpinnerColumn,
@@ -132,3 +134,27 @@ class JsonlDeidProgress:
         print(json.dumps({"event": "progress",
                           "elapsed": round(time.monotonic() - self.started, 3),
                           **report.summary.as_dict()}), flush=True)
+
+
+class JobProgress:
+    """A job run by the CLI (``share``, ``export``): a bar of objects done out of the total,
+    with the job's own message (counts, never values)."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn(f"[bold]{label}"), BarColumn(),
+            MofNCompleteColumn(), _RateColumn(),
+            TextColumn("{task.fields[message]}"), TimeElapsedColumn(),
+            console=console, transient=False,
+        )
+        self.task = self.progress.add_task(label, total=None, bytes=0, message="")
+
+    def __enter__(self) -> JobProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, done: int, total: int | None, message: str) -> None:
+        self.progress.update(self.task, completed=done, total=total, message=message)

@@ -27,9 +27,15 @@ What happens to each element, in order:
    transfer syntaxes, coding schemes: the DICOM root 1.2.840.10008): references still
    resolve because the mapping is one-to-one and keyed.
 
-Objects that may show identifying text burned into their pixels are refused (``Refused``
-with reason ``burned_in``): BurnedInAnnotation "YES", or absent for ultrasound, secondary
-capture and other kinds known for it. Pixel cleaning (masking rules) is not done here yet.
+Objects that may show identifying text burned into their pixels (BurnedInAnnotation "YES",
+or absent for ultrasound, secondary capture and other kinds known for it) are refused
+(``Refused`` with reason ``burned_in``) unless a masking rule of ``DeidConfig.masking`` (the
+policy's rules, by Manufacturer, Manufacturer's Model Name, and Rows and Columns when the
+rule gives them) applies: then its rectangles are blanked in every frame (``dicom.masking``),
+the pixel data is written uncompressed (Explicit VR Little Endian), and the output is marked
+Burned In Annotation NO with the Clean Pixel Data Option (decision 0018). The pixel data of
+every other object is kept byte for byte. ``needs_pixels`` tells a caller that parsed the
+header only whether the whole object must be parsed (a rule applies).
 """
 
 from __future__ import annotations
@@ -46,8 +52,10 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
+from imagebank.dicom.masking import MaskingError, mark_cleaned, mask_pixels
 from imagebank.dicom.synthetic import IMPLEMENTATION_UID
 from imagebank.domain.confidentiality import Action, Option, Profile, rule_for
+from imagebank.domain.policy import MaskingRule, Rectangle
 from imagebank.domain.pseudonyms import Pseudonymiser, shift_date, shift_datetime
 
 ENGINE = "imagebank-deid 1"
@@ -80,6 +88,9 @@ class DeidConfig:
     pseudonyms: Pseudonymiser
     #: (private creator, element low byte) pairs kept under Retain Safe Private.
     safe_private: frozenset[tuple[str, int]] = frozenset()
+    #: Masking rules for burned-in text (the policy's ``Policy.masking``): an object that may
+    #: show burned-in text is masked by the rules for its device, refused without one.
+    masking: frozenset[MaskingRule] = frozenset()
 
 
 @dataclass
@@ -159,19 +170,68 @@ def _words(values: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
 
 
-def _refuse_burned_in(ds: Dataset) -> None:
+def _burned_in_risk(ds: Dataset) -> str | None:
+    """Why ``ds`` may show burned-in text (the start of a refusal), or None."""
     burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
     if burned == "YES":
-        raise Refused("burned_in", "The object declares burned-in annotation "
-                      "(BurnedInAnnotation YES); its pixels would need masking.")
+        return "The object declares burned-in annotation (BurnedInAnnotation YES)"
     if burned == "NO":
-        return
+        return None
     modality = str(ds.get("Modality", "") or "").strip().upper()
     sop_class = str(ds.get("SOPClassUID", "") or "")
     if modality in _BURNED_IN_MODALITIES or sop_class.startswith(_SECONDARY_CAPTURE_PREFIX):
-        raise Refused("burned_in", f"A {modality or 'secondary capture'} object without "
-                      "BurnedInAnnotation NO may show identifying text in its pixels; it "
-                      "needs a masking rule for its device.")
+        return (f"A {modality or 'secondary capture'} object without BurnedInAnnotation NO "
+                "may show identifying text in its pixels")
+    return None
+
+
+def _device(ds: Dataset) -> tuple[str, str, int, int]:
+    """Manufacturer, Manufacturer's Model Name, Rows and Columns (0 when missing)."""
+    def number(keyword: str) -> int:
+        try:
+            return int(ds.get(keyword) or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    return (str(ds.get("Manufacturer", "") or ""), str(ds.get("ManufacturerModelName", "") or ""),
+            number("Rows"), number("Columns"))
+
+
+def _rectangles(ds: Dataset, rules: Iterable[MaskingRule]) -> frozenset[Rectangle]:
+    """Every rectangle of the rules that apply to ``ds``'s device and image size."""
+    manufacturer, model, rows, columns = _device(ds)
+    return frozenset(r for rule in rules if rule.applies_to(manufacturer, model, rows, columns)
+                     for r in rule.rectangles)
+
+
+def _masks(ds: Dataset, config: DeidConfig) -> frozenset[Rectangle]:
+    """The rectangles to blank in ``ds`` (none when it cannot show burned-in text); Refused
+    when it may show some and no masking rule applies."""
+    risk = _burned_in_risk(ds)
+    if risk is None:
+        return frozenset()
+    rectangles = _rectangles(ds, config.masking)
+    if not rectangles:
+        manufacturer, model, rows, columns = _device(ds)
+
+        def shown(text: str) -> str:
+            text = " ".join(text.split())[:64]
+            return f'"{text}"' if text else "none"
+
+        raise Refused("burned_in", f"{risk}. A masking rule in the policy for its device "
+                      f"(manufacturer {shown(manufacturer)}, model {shown(model)}, rows "
+                      f"{rows}, columns {columns}) would let it through, masked.")
+    return rectangles
+
+
+def needs_pixels(ds: Dataset, config: DeidConfig) -> bool:
+    """Whether de-identifying ``ds`` needs its pixel data: it may show burned-in text and a
+    masking rule of ``config`` applies to it. Reads the header only (BurnedInAnnotation,
+    Modality, SOP Class UID, Manufacturer, Manufacturer's Model Name, Rows, Columns), so it
+    is cheap on a dataset parsed with ``stop_before_pixels``: when True, parse the whole
+    object and give that to ``deidentify`` (which refuses a dataset without its pixel data
+    when a rule applies, so unmasked pixels are never copied through)."""
+    return _burned_in_risk(ds) is not None and bool(_rectangles(ds, config.masking))
 
 
 class _Engine:
@@ -206,7 +266,7 @@ class _Engine:
                     creators[(group, elem)] = element
                     continue
                 if self._keep_private(ds, group, elem):
-                    out.add(self._copy(element))
+                    out.add(self._private(element))
                     kept_private_blocks.add((group, elem >> 8))
                 else:
                     self.count("private_removed")
@@ -232,6 +292,16 @@ class _Engine:
             value = Sequence([self.dataset(item) for item in value or []])
         return DataElement(element.tag, element.VR, value)
 
+    def _private(self, element: DataElement) -> DataElement:
+        """An allow-listed private element (C, decision 0014: kept, the allow-list being the
+        review; the residual scan still checks it): its UIDs remapped like any other unless
+        UIDs are retained, so references resolve and no original UID is released; a
+        sequence's items de-identified."""
+        if (element.VR == "UI" and element.value not in (None, "")
+                and Option.RETAIN_UIDS not in self.profile.options):
+            return DataElement(element.tag, element.VR, self._uids(element.value))
+        return self._copy(element)
+
     # -- elements ---------------------------------------------------------------------------
     def element(self, element: DataElement) -> DataElement | None:
         tag, vr = int(element.tag), element.VR
@@ -253,7 +323,10 @@ class _Engine:
         if vr == "SQ":
             return DataElement(tag, vr, Sequence([self.dataset(i) for i in element.value or []]))
         if vr == "UI":
-            if action is Action.KEEP and Option.RETAIN_UIDS in self.profile.options:
+            # Kept under Retain UIDs, or by the option that retains it (Device UID under
+            # Retain Device Identity).
+            if action is Action.KEEP and (Option.RETAIN_UIDS in self.profile.options
+                                          or _retained(self.profile, tag)):
                 return DataElement(tag, vr, element.value)
             return DataElement(tag, vr, self._uids(element.value))
         if action is Action.KEEP:
@@ -329,13 +402,30 @@ def _dummy(vr: str) -> Any:
 
 def deidentify(ds: Dataset, config: DeidConfig) -> DeidResult:
     """The de-identified copy of ``ds`` (``ds`` itself is not changed). Raises Refused."""
-    _refuse_burned_in(ds)
+    rectangles = _masks(ds, config)
     engine = _Engine(config, ds)
     out = engine.dataset(ds)
     _mark(out, config.profile)
     out.file_meta = _file_meta(out, ds)
+    if rectangles:
+        _clean_pixels(out, rectangles)
+        engine.counts["masked_rectangles"] = len(rectangles)
     return DeidResult(out, engine.patient_pseudonym, engine.shift, engine.counts,
                       engine.identifying)
+
+
+def _clean_pixels(out: Dataset, rectangles: frozenset[Rectangle]) -> None:
+    """Blank ``rectangles`` in the output's pixel data and mark it (Clean Pixel Data)."""
+    if not any(tag in out for tag in (0x7FE00008, 0x7FE00009, 0x7FE00010)):
+        raise Refused("burned_in", "A masking rule applies to this object, but its pixel data "
+                      "was not read, so it cannot be masked: parse the whole object when "
+                      "needs_pixels says so.")
+    try:
+        mask_pixels(out, rectangles)
+    except MaskingError as exc:
+        raise Refused("burned_in", f"{exc} The object may show burned-in text, so it is not "
+                      "released.") from None
+    mark_cleaned(out)
 
 
 def _mark(out: Dataset, profile: Profile) -> None:

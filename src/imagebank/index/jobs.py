@@ -54,6 +54,19 @@ def claim_next(session: Session) -> dict[str, Any] | None:
     return get_job(session, job_id)
 
 
+def claim(session: Session, job_id: str) -> dict[str, Any] | None:
+    """Mark this queued job running and return it (None when it is not queued any more)."""
+    stamp = now()
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.state == "queued")
+        .values(state="running", started_at=stamp, updated_at=stamp,
+                attempts=Job.attempts + 1)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    return get_job(session, job_id)
+
+
 def update_job(session: Session, job_id: str, **values: Any) -> bool:
     result = session.execute(
         update(Job).where(Job.id == job_id).values(updated_at=now(), **values))

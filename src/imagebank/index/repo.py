@@ -82,11 +82,14 @@ def get_or_create_id_key(session: Session) -> bytes:
 
 
 # -- projects -----------------------------------------------------------------------------
-def add_project(session: Session, project_id: str, name: str, description: str = "") -> bool:
+def add_project(session: Session, project_id: str, name: str, description: str = "", *,
+                zone: str = "identifiable", policy: str | None = None,
+                deid_options: str = "[]") -> bool:
     """Add a project; False if it already exists."""
     # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
     stmt = _insert(session, Project).values(
-        id=project_id, name=name, description=description, created_at=now()
+        id=project_id, name=name, description=description, created_at=now(), zone=zone,
+        policy=policy, deid_options=deid_options,
     ).on_conflict_do_nothing().returning(Project.id)
     return session.execute(stmt).first() is not None
 
@@ -557,6 +560,16 @@ def instance_objects(session: Session, level: str, ids: Sequence[str]
                           Instance.id))
         rows.extend(dict(r._mapping) for r in session.execute(stmt))
     return rows
+
+
+def project_instance_objects(session: Session, project_id: str) -> list[dict[str, Any]]:
+    """Every instance (ID, study, series, object key, size) of a project, in archive order."""
+    stmt = (select(Instance.id, Instance.study_id, Instance.series_id, Instance.object_key,
+                   Instance.size_bytes, Instance.project_id)
+            .where(Instance.project_id == project_id)
+            .order_by(Instance.study_id, Instance.series_id, Instance.instance_number,
+                      Instance.id))
+    return [dict(r._mapping) for r in session.execute(stmt)]
 
 
 def project_counts(session: Session, project_id: str) -> dict[str, int]:

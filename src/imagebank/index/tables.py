@@ -53,6 +53,13 @@ class Project(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     #: The called AE title that routes C-STOREs to this project (unique when set).
     ae_title: Mapped[str | None] = mapped_column(String(16))
+    #: "identifiable" (a site's archive) or "research" (receives data only through the
+    #: de-identification pipeline: ``imagebank share``). Fixed when the project is made.
+    zone: Mapped[str] = mapped_column(String(16), server_default="identifiable")
+    #: A research project's governance policy (YAML, the strictest merge of its sites').
+    policy: Mapped[str | None] = mapped_column(Text)
+    #: The PS3.15 options a research project's releases use (a JSON list).
+    deid_options: Mapped[str] = mapped_column(Text, server_default="[]")
 
     # A unique index, not a constraint: SQLite can add an index to a table in place, but a
     # constraint only by copying the table, which its foreign keys forbid once it has rows.

@@ -7,6 +7,7 @@ owns its transaction; reads return plain dicts.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +24,7 @@ from imagebank.domain.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
     StorageError,
 )
 from imagebank.domain.ids import IdDeriver, is_valid_project_id, resource_object_key
@@ -37,6 +39,12 @@ from imagebank.ingest.worker import Parser, WorkerConfig
 from imagebank.settings import Settings, load_settings
 from imagebank.storage.base import ObjectStore
 from imagebank.storage.factory import open_store
+
+#: A site's archive, which holds identifiable data.
+IDENTIFIABLE = "identifiable"
+#: The de-identified zone: data arrives only through the de-identification pipeline.
+RESEARCH = "research"
+ZONES = (IDENTIFIABLE, RESEARCH)
 
 
 class Archive:
@@ -53,6 +61,7 @@ class Archive:
             self._id_key = repo.get_or_create_id_key(session)
         self.ids = IdDeriver(self._id_key)
         self._known_projects: set[str] = set()
+        self._zones: dict[str, str] = {}
         # Resolved once: every stored object (an upload, a C-STORE) needs it.
         self._store_location = settings.effective_store
 
@@ -94,14 +103,25 @@ class Archive:
 
     # -- projects -------------------------------------------------------------------------
     def create_project(self, project_id: str, name: str | None = None,
-                       description: str = "") -> dict[str, Any]:
+                       description: str = "", *, zone: str = IDENTIFIABLE,
+                       policy: str | None = None, options: Sequence[str] = ()
+                       ) -> dict[str, Any]:
+        """Make a project. A ``research`` project (the de-identified zone) receives data only
+        through ``imagebank share``, under its ``policy`` (YAML text) and ``options``."""
         if not is_valid_project_id(project_id):
             raise InvalidInputError(
                 "A project ID is 1-63 characters of lowercase letters, digits, '-' and '_', "
                 "starting with a letter or digit."
             )
+        if zone not in ZONES:
+            raise InvalidInputError(f"A project's zone is one of {', '.join(ZONES)}.")
+        if zone == IDENTIFIABLE and (policy is not None or options):
+            raise InvalidInputError("Only a research project has a de-identification policy "
+                                    "and options.")
         with self.sessions.begin() as session:
-            if not repo.add_project(session, project_id, name or project_id, description):
+            if not repo.add_project(session, project_id, name or project_id, description,
+                                    zone=zone, policy=policy,
+                                    deid_options=json.dumps(sorted(set(options)))):
                 raise ConflictError(f"Project {project_id!r} already exists.")
             project = repo.get_project(session, project_id)
         assert project is not None
@@ -117,6 +137,20 @@ class Archive:
                 f"{project_id}`."
             )
         return project
+
+    def zone_of(self, project_id: str) -> str:
+        """``identifiable`` or ``research`` (fixed when the project was made, so cached)."""
+        zone = self._zones.get(project_id)
+        if zone is None:
+            zone = self._zones[project_id] = str(self.ensure_project(project_id)["zone"])
+        return zone
+
+    def _admit(self, project_id: str, released: bool) -> None:
+        """Data may enter a research project only through the de-identification pipeline."""
+        if not released and self.zone_of(project_id) == RESEARCH:
+            raise PermissionDeniedError(
+                f"Project {project_id!r} is a research project: it receives data only "
+                "through the de-identification pipeline (imagebank share).")
 
     def has_project(self, project_id: str) -> bool:
         """Does the project exist? (Projects are never deleted, so a yes is remembered.)"""
@@ -148,6 +182,7 @@ class Archive:
                ) -> IngestSummary:
         """Ingest files, folders and zip archives into ``project``."""
         self.ensure_project(project)
+        self._admit(project, released=False)
         path_list = list(paths)
         for path in path_list:
             if not Path(path).exists():
@@ -180,13 +215,16 @@ class Archive:
         received = self.receive(items, project)
         return received.summary, received.stored_ids
 
-    def receive(self, items: Sequence[tuple[bytes, str]], project: str) -> Received:
+    def receive(self, items: Sequence[tuple[bytes, str]], project: str, *,
+                released: bool = False) -> Received:
         """Store objects received over the network, each (Part-10 bytes, label): parsed in
         the calling thread, committed in batches shared with concurrent callers
         (``ingest.group``); returns once they are durable and indexed, with each object's
-        outcome in the order given."""
+        outcome in the order given. Only the de-identification pipeline passes ``released``
+        (what a research project may receive)."""
         if not self.has_project(project):
             self.ensure_project(project)  # raises with the message
+        self._admit(project, released)
         parser = Parser(self._worker_config(project), self.store)
         parsed = [parser.parse_bytes(data, label) for data, label in items]
         report = self._group.commit(project, parsed)
@@ -320,6 +358,11 @@ class Archive:
         """Every instance of the given studies, series or instances, in archive order."""
         with self.sessions.begin() as session:
             return repo.instance_objects(session, level, ids)
+
+    def project_instance_objects(self, project: str) -> list[dict[str, Any]]:
+        """Every instance of ``project``, in archive order (what a share releases)."""
+        with self.sessions.begin() as session:
+            return repo.project_instance_objects(session, project)
 
     # -- consistency ----------------------------------------------------------------------
     def check(self, *, repair: bool = False, verify_checksums: bool = False,

@@ -239,9 +239,9 @@ def deidentify_folder(source: Path, output: Path, config: DeidConfig, *, workers
     check_folders(source, output)
     partial = _prepare_output(output)
     summary = DeidSummary()
-    publisher = _Publisher(output, durable)
+    publisher = Publisher(output, durable)
 
-    def accept(results: list[FileOutcome | _Pending], last: bool = False) -> None:
+    def accept(results: list[FileOutcome | Pending], last: bool = False) -> None:
         outcomes = publisher.add(results, last)
         for outcome in outcomes:
             summary.add(outcome)
@@ -273,13 +273,13 @@ def deidentify_folder(source: Path, output: Path, config: DeidConfig, *, workers
 
 
 def _run_pool(tasks: Iterator[list[Source | SourceProblem]], settings: _WorkerSettings,
-              workers: int, accept: Callable[[list[FileOutcome | _Pending]], None],
+              workers: int, accept: Callable[[list[FileOutcome | Pending]], None],
               start_method: str | None) -> None:
     window = workers * 4
     context = multiprocessing.get_context(start_method) if start_method else None
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                              initargs=(settings,), mp_context=context) as pool:
-        inflight: deque[tuple[list[FileOutcome], Future[list[FileOutcome | _Pending]] | None]]
+        inflight: deque[tuple[list[FileOutcome], Future[list[FileOutcome | Pending]] | None]]
         inflight = deque()
 
         def take_oldest() -> None:
@@ -320,7 +320,7 @@ def _problems(task: list[Source | SourceProblem]) -> list[FileOutcome]:
 
 # -- publishing: durable, then named ------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class _Pending:
+class Pending:
     """An output written to a temporary file, to be flushed and named."""
 
     source: str
@@ -329,20 +329,20 @@ class _Pending:
     size: int
 
 
-class _Publisher:
+class Publisher:
     """Holds results in input order until ``PUBLISH_FILES`` outputs are waiting, then makes
     them durable at once and links each to its name (never replacing a file)."""
 
     def __init__(self, output: Path, durable: bool) -> None:
         self.output = output
         self.durable = durable
-        self._held: list[FileOutcome | _Pending] = []
+        self._held: list[FileOutcome | Pending] = []
         self._waiting = 0
         self._folders: set[Path] = set()
 
-    def add(self, results: list[FileOutcome | _Pending], last: bool) -> list[FileOutcome]:
+    def add(self, results: list[FileOutcome | Pending], last: bool) -> list[FileOutcome]:
         self._held.extend(results)
-        self._waiting += sum(isinstance(r, _Pending) for r in results)
+        self._waiting += sum(isinstance(r, Pending) for r in results)
         if self._waiting < PUBLISH_FILES and not last:
             return []
         held, self._held, self._waiting = self._held, [], 0
@@ -352,11 +352,11 @@ class _Publisher:
             if self.durable:
                 try:
                     _flush(self.output, [Path(p.temporary) for p in held
-                                         if isinstance(p, _Pending)])
+                                         if isinstance(p, Pending)])
                 except OSError as exc:
                     error = exc.strerror or type(exc).__name__
             for item in held:
-                if not isinstance(item, _Pending):
+                if not isinstance(item, Pending):
                     outcomes.append(item)
                 elif error:
                     outcomes.append(FileOutcome(
@@ -366,7 +366,7 @@ class _Publisher:
                     outcomes.append(self._link(item))
         finally:
             for item in held:  # named, or failed: the temporary file goes either way
-                if isinstance(item, _Pending):
+                if isinstance(item, Pending):
                     Path(item.temporary).unlink(missing_ok=True)
         if last and self.durable:
             try:
@@ -376,7 +376,7 @@ class _Publisher:
                                    f"({exc.strerror}).") from None
         return outcomes
 
-    def _link(self, item: _Pending) -> FileOutcome:
+    def _link(self, item: Pending) -> FileOutcome:
         target = self.output / item.relative
         try:
             folder = target.parent
@@ -401,7 +401,7 @@ class _Publisher:
     def discard(self) -> None:
         """Remove what was never published (the run stopped early)."""
         for item in self._held:
-            if isinstance(item, _Pending):
+            if isinstance(item, Pending):
                 Path(item.temporary).unlink(missing_ok=True)
         self._held = []
 
@@ -432,46 +432,22 @@ class _Worker:
         self.run_prefix = settings.run
         self._reader = SourceReader()
 
-    def run(self, sources: Sequence[Source]) -> list[FileOutcome | _Pending]:
+    def run(self, sources: Sequence[Source]) -> list[FileOutcome | Pending]:
         with warnings.catch_warnings():
             # pydicom's warnings quote the values they complain about: patient data.
             warnings.simplefilter("ignore")
             return [self._one(source) for source in sources]
 
     # -- one file -----------------------------------------------------------------------------
-    def _one(self, source: Source) -> FileOutcome | _Pending:
-        label = source.label
+    def _one(self, source: Source) -> FileOutcome | Pending:
         try:
             data = self._read(source)
-            dataset, tail = _parse(data)
         except _Unreadable as exc:
-            return FileOutcome(label, Status.UNREADABLE, exc.reason, exc.message)
-        except _Refusal as exc:
-            return FileOutcome(label, Status.REFUSED, exc.reason, exc.message)
-        try:
-            result = deidentify(dataset, self.config)
-        except Refused as exc:
-            return FileOutcome(label, Status.REFUSED, exc.reason, str(exc))
-        except Exception as exc:  # noqa: BLE001 - untrusted input: report, never crash the run
-            return FileOutcome(label, Status.UNREADABLE, "unreadable",
-                               f"The dataset cannot be de-identified ({type(exc).__name__}).")
-        out = result.dataset
-        relative = _output_path(result.patient_pseudonym, out)
-        if isinstance(relative, FileOutcome):
-            return FileOutcome(label, relative.status, relative.reason, relative.message)
-        findings = _scan(dataset, out, relative, self.config, result.identifying)
-        if findings:
-            return FileOutcome(
-                label, Status.BLOCKED, "residual_identifiers",
-                f"The residual-identifier scan found {len(findings)} identifying value(s) of "
-                "the input in the output; it was not written.", tuple(findings))
-        try:
-            parts = _serialise(out, tail)
-        except Exception as exc:  # noqa: BLE001 - a value pydicom cannot encode
-            return FileOutcome(label, Status.FAILED, "unwritable",
-                               f"The de-identified dataset cannot be encoded "
-                               f"({type(exc).__name__}).")
-        return self._stage(label, relative, parts)
+            return FileOutcome(source.label, Status.UNREADABLE, exc.reason, exc.message)
+        result = deidentify_object(data, self.config, source.label)
+        if isinstance(result, FileOutcome):
+            return result
+        return self._stage(source.label, result.relative, result.parts)
 
     def _read(self, source: Source) -> bytes:
         if source.size > MAX_FILE_BYTES:
@@ -484,19 +460,81 @@ class _Worker:
                               f"The file cannot be read ({type(exc).__name__}).") from None
 
     def _stage(self, label: str, relative: str, parts: list[bytes | memoryview]
-               ) -> FileOutcome | _Pending:
-        temporary = self.partial / f"{self.run_prefix}-{uuid.uuid4().hex}.tmp"
+               ) -> FileOutcome | Pending:
+        return stage_file(self.partial, self.run_prefix, label, relative, parts)
+
+
+def stage_file(partial: Path, run: str, label: str, relative: str,
+               parts: Sequence[bytes | memoryview]) -> FileOutcome | Pending:
+    """Write an output to a temporary file in ``partial`` (named for the ``run``), for a
+    ``Publisher`` to flush and name."""
+    temporary = partial / f"{run}-{uuid.uuid4().hex}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                _write_all(fd, parts)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
-            return FileOutcome(label, Status.FAILED, "unwritable",
-                               f"The output cannot be written ({exc.strerror}).")
-        return _Pending(label, str(temporary), relative, sum(len(p) for p in parts))
+            _write_all(fd, parts)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        return FileOutcome(label, Status.FAILED, "unwritable",
+                           f"The output cannot be written ({exc.strerror}).")
+    return Pending(label, str(temporary), relative, sum(len(p) for p in parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Deidentified:
+    """One object de-identified and cleared by the scan: its bytes (``parts``, written one
+    after the other) and its place, ``<pseudonym>/<study>/<series>/<instance>.dcm`` (new
+    UIDs)."""
+
+    relative: str
+    parts: list[bytes | memoryview]
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def data(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def deidentify_object(data: bytes, config: DeidConfig, label: str
+                      ) -> Deidentified | FileOutcome:
+    """De-identify one Part-10 object (``imagebank deid``, ``share``, ``export``): parse it,
+    apply the engine, check the output (and its path) with the residual-identifier scan and
+    encode it; what cannot be released is a ``FileOutcome`` with its status and reason
+    (``label`` is how the caller knows the input; it goes only into that outcome)."""
+    try:
+        dataset, tail = _parse(data, config)
+    except _Unreadable as exc:
+        return FileOutcome(label, Status.UNREADABLE, exc.reason, exc.message)
+    except _Refusal as exc:
+        return FileOutcome(label, Status.REFUSED, exc.reason, exc.message)
+    try:
+        result = deidentify(dataset, config)
+    except Refused as exc:
+        return FileOutcome(label, Status.REFUSED, exc.reason, str(exc))
+    except Exception as exc:  # noqa: BLE001 - untrusted input: report, never crash the run
+        return FileOutcome(label, Status.UNREADABLE, "unreadable",
+                           f"The dataset cannot be de-identified ({type(exc).__name__}).")
+    out = result.dataset
+    relative = _output_path(result.patient_pseudonym, out)
+    if isinstance(relative, FileOutcome):
+        return FileOutcome(label, relative.status, relative.reason, relative.message)
+    findings = _scan(dataset, out, relative, config, result.identifying)
+    if findings:
+        return FileOutcome(
+            label, Status.BLOCKED, "residual_identifiers",
+            f"The residual-identifier scan found {len(findings)} identifying value(s) of "
+            "the input in the output; it was not written.", tuple(findings))
+    try:
+        parts = _serialise(out, tail)
+    except Exception as exc:  # noqa: BLE001 - a value pydicom cannot encode
+        return FileOutcome(label, Status.FAILED, "unwritable",
+                           f"The de-identified dataset cannot be encoded "
+                           f"({type(exc).__name__}).")
+    return Deidentified(relative, parts)
 
 
 class _Refusal(Exception):
@@ -506,7 +544,7 @@ class _Refusal(Exception):
         self.message = message
 
 
-def _parse(data: bytes) -> tuple[Dataset, memoryview | None]:
+def _parse(data: bytes, config: DeidConfig) -> tuple[Dataset, memoryview | None]:
     """The dataset, and the pixel data element's bytes when it ends the file (copied to the
     output as they are, never parsed); else the whole dataset is parsed (tail None)."""
     if not data:
@@ -607,7 +645,7 @@ def _serialise(out: Dataset, tail: memoryview | None) -> list[bytes | memoryview
     return [buffer.getvalue()] if tail is None else [buffer.getvalue(), tail]
 
 
-def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
+def _write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
     for part in parts:
         view = memoryview(part)
         while view:
@@ -654,6 +692,6 @@ def _init_worker(settings: _WorkerSettings) -> None:
     exit_with_parent()
 
 
-def _run_task(sources: list[Source]) -> list[FileOutcome | _Pending]:
+def _run_task(sources: list[Source]) -> list[FileOutcome | Pending]:
     assert _WORKER is not None, "_init_worker was not called"
     return _WORKER.run(sources)

@@ -41,6 +41,8 @@ class Cancelled(Exception):
 class JobContext:
     jobs: Jobs
     job: dict[str, Any]
+    #: Told of every progress report (the CLI's progress bar), not only those written.
+    listener: Callable[[int, int | None, str], None] | None = None
     _last: float = 0.0
 
     @property
@@ -49,6 +51,8 @@ class JobContext:
 
     def progress(self, done: int, total: int | None = None, message: str = "",
                  force: bool = False) -> None:
+        if self.listener is not None:
+            self.listener(done, total, message)
         moment = time.monotonic()
         if not force and moment - self._last < PROGRESS_INTERVAL:
             return
@@ -80,7 +84,9 @@ class Jobs:
         self.archive = archive
         self.exports = archive.settings.data / "exports"
         self.handlers: dict[str, Handler] = {"import": self._run_import,
-                                             "export": self._run_export}
+                                             "export": self._run_export,
+                                             "share": self._run_release,
+                                             "release": self._run_release}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -177,12 +183,29 @@ class Jobs:
                 self._wake.wait(timeout=2.0)
                 self._wake.clear()
 
+    def run(self, job_id: str, listener: Callable[[int, int | None, str], None] | None = None
+            ) -> dict[str, Any]:
+        """Run this queued job here and now (the CLI: ``imagebank share``, ``export``),
+        telling ``listener`` of its progress; its row as it ended. A ConflictError when it is
+        not queued (a server's runner took it first)."""
+        with self.archive.sessions.begin() as session:
+            job = sql.claim(session, job_id)
+        if job is None:
+            raise ConflictError(f"Job {job_id} is not waiting to run any more; follow it "
+                                "with `imagebank job show`.")
+        self._execute(JobContext(self, job, listener))
+        return self.get(job_id)
+
     def _run_one(self) -> bool:
         with self.archive.sessions.begin() as session:
             job = sql.claim_next(session)
         if job is None:
             return False
-        context = JobContext(self, job)
+        self._execute(JobContext(self, job))
+        return True
+
+    def _execute(self, context: JobContext) -> None:
+        job = context.job
         handler = self.handlers.get(job["kind"])
         try:
             if handler is None:
@@ -191,7 +214,7 @@ class Jobs:
         except Cancelled:
             # What an import stored stays stored; its upload is not needed any more.
             self.spool_path(job["id"]).unlink(missing_ok=True)
-            return True
+            return
         except ImagebankError as exc:
             self._finish(job["id"], "failed", error=exc.message)
         except Exception as exc:  # noqa: BLE001 - a job's failure is recorded on the job
@@ -201,7 +224,6 @@ class Jobs:
         else:
             self._finish(job["id"], "succeeded", result=json.dumps(result, default=str),
                          message="done")
-        return True
 
     def _finish(self, job_id: str, state: str, **values: Any) -> None:
         with self.archive.sessions.begin() as session:
@@ -247,3 +269,26 @@ class Jobs:
         partial.replace(final)
         context.progress(len(rows), len(rows), "written", force=True)
         return {"file": final.name, "size_bytes": written, "instances": len(rows)}
+
+    def _run_release(self, context: JobContext) -> dict[str, Any]:
+        """A share or an export through the de-identification pipeline (services.release)."""
+        from imagebank.services.release import ReleaseSpec, run_release
+
+        spec = ReleaseSpec.from_job(context.job["kind"], context.params)
+
+        def report(done: int, total: int, summary: Any) -> None:
+            context.progress(done, total, f"{summary.written} released, "
+                             f"{summary.files - summary.written} not released of {total}",
+                             force=done in (0, total))
+
+        settings = self.archive.settings
+        download = self.exports / f"{context.job['id']}.zip"
+        if spec.kind == "release" and spec.target == str(download):
+            self.exports.mkdir(parents=True, exist_ok=True)
+        result = run_release(self.archive, spec, context.job["id"], progress=report,
+                             workers=min(settings.workers, 4), scheduler=settings.jobs,
+                             start_method="forkserver")
+        if spec.kind == "release" and spec.target == str(download):
+            result["file"] = download.name  # GET /jobs/{id}/result
+            result["to"] = {"zip": "download"}
+        return result

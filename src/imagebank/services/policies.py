@@ -402,7 +402,12 @@ def _read_date(r: _Reader, node: Node) -> date | None:
 
 def parse_policy(text: str, source: str = "policy") -> Policy:
     """A policy from YAML text; ``PolicyError`` lists every problem, naming ``source``."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # refuses characters YAML does not allow, at once
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "reason", None) or "cannot be read"
+        raise PolicyError([f"{source}: not valid YAML: {problem} (a control character "
+                           "or an unpaired surrogate)"]) from None
     try:
         root = loader.get_single_node()
         reader = _Reader(source, loader)
@@ -760,3 +765,41 @@ def write_text_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def project_policy(paths: Sequence[Path | str], options: Sequence[str] = ()) -> str:
+    """A project's policy, as stored with it: the strictest merge of its sites' policy files,
+    rendered with each rule's provenance; refuses options the merge does not allow (and every
+    problem of every file, at once)."""
+    if not paths:
+        raise PolicyError(["a research project needs its sites' policies (--policy FILE, "
+                           "one per site)"])
+    harmonised, labels = harmonise_files(paths)
+    return _project_policy(harmonised, labels, options)
+
+
+def project_policy_texts(texts: Sequence[str], options: Sequence[str] = ()) -> str:
+    """As ``project_policy``, from the policies' texts (the API): sites labelled by number."""
+    if not texts:
+        raise PolicyError(["a research project needs its sites' policies (one per site)"])
+    policies: list[Policy] = []
+    problems: list[str] = []
+    labels = [f"site {n}" for n in range(1, len(texts) + 1)]
+    for label, text in zip(labels, texts, strict=True):
+        try:
+            policies.append(parse_policy(text, label))
+        except PolicyError as exc:
+            problems += exc.problems
+    if problems:
+        raise PolicyError(problems)
+    return _project_policy(harmonise(list(zip(labels, policies, strict=True))), labels,
+                           options)
+
+
+def _project_policy(harmonised: Harmonised, labels: Sequence[str],
+                    options: Sequence[str]) -> str:
+    from imagebank.domain.policy import deid_settings
+
+    deid_settings(harmonised.policy, options)
+    header = ["imagebank project policy: the strictest merge of " + ", ".join(labels)]
+    return render_policy(harmonised.policy, header=header, harmonised=harmonised)
