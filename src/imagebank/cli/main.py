@@ -598,14 +598,13 @@ def deid(
         check_folders,
         choose_profile,
         deidentify_folder,
-        make_config,
     )
     from imagebank.storage.keys import DEFAULT_NAME, fingerprint, get_or_create, read_key_file
 
     if key_file is not None and project is not None:
         raise InvalidInputError("Give --key-file or --project, not both.")
     check_folders(source, output)
-    profile, safe_private = choose_profile(option or [], policy)  # before any key is made
+    settings = choose_profile(option or [], policy)  # before any key is made
     if key_file is not None:
         key, where = read_key_file(key_file), f"key file {key_file}"
     else:
@@ -618,7 +617,7 @@ def deid(
                       f"{escape(str(store.path(name)))} (fingerprint {fingerprint(key)}). Keep "
                       "it and keep it private: the same key gives the same pseudonyms.",
                       highlight=False, soft_wrap=True)
-    config = make_config(key, safe_private=safe_private, profile=profile)
+    config = settings.config(key)
     _cli_audit(_runtime(), "deid", project=project, level="key", object_id=fingerprint(key))
     progress: DeidProgress | JsonlDeidProgress
     progress = JsonlDeidProgress() if jsonl else DeidProgress(err)

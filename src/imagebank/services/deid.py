@@ -52,7 +52,14 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from imagebank.dicom.deid import DeidConfig, Finding, Refused, deidentify, residual_identifiers
+from imagebank.dicom.deid import (
+    DeidConfig,
+    Finding,
+    Refused,
+    deidentify,
+    needs_pixels,
+    residual_identifiers,
+)
 from imagebank.dicom.part10 import (
     Truncated,
     check_deflated_complete,
@@ -62,6 +69,7 @@ from imagebank.dicom.part10 import (
 )
 from imagebank.domain.confidentiality import Profile
 from imagebank.domain.errors import InvalidInputError, StorageError
+from imagebank.domain.policy import MaskingRule, Policy
 from imagebank.domain.pseudonyms import Pseudonymiser
 from imagebank.ingest.sources import Source, SourceProblem, iter_sources
 from imagebank.ingest.worker import SourceReader, prefetch
@@ -163,32 +171,53 @@ class DeidReport:
 Progress = Callable[[DeidReport], None]
 
 
-def choose_profile(options: Iterable[str] = (), policy: str | os.PathLike[str] | None = None
-                   ) -> tuple[Profile, frozenset[tuple[str, int]]]:
-    """The profile with the ``options`` asked for, and the safe-private allow-list: a site's
-    policy file, when given, says which options are allowed (``PolicyRefusal`` otherwise) and
-    gives its allow-list (used with Retain Safe Private); an invalid policy is a
-    ``PolicyError``. Without a policy any option may be asked for, and no private element is
-    kept. An unknown or conflicting option is an ``InvalidInputError``."""
+@dataclass(frozen=True)
+class EngineSettings:
+    """What the engine is told besides the key: the profile with its options, the
+    safe-private allow-list (used with Retain Safe Private) and the masking rules for
+    burned-in text, all from a policy when there is one."""
+
+    profile: Profile
+    safe_private: frozenset[tuple[str, int]] = frozenset()
+    masking: frozenset[MaskingRule] = frozenset()
+
+    def config(self, key: bytes) -> DeidConfig:
+        return DeidConfig(self.profile, Pseudonymiser(key), self.safe_private, self.masking)
+
+
+def engine_settings(options: Iterable[str] = (), policy: Policy | None = None
+                    ) -> EngineSettings:
+    """The settings for the ``options`` asked for: a policy says which options are allowed
+    (``PolicyRefusal`` otherwise) and gives its allow-list and masking rules. Without a
+    policy any option may be asked for, no private element is kept and objects that may
+    show burned-in text are refused. An unknown or conflicting option is an
+    ``InvalidInputError``."""
     if policy is not None:
         from imagebank.domain.policy import deid_settings
-        from imagebank.services.policies import load_policy
 
-        return deid_settings(load_policy(policy), list(options))
+        profile, safe_private = deid_settings(policy, list(options))
+        return EngineSettings(profile, safe_private, policy.masking)
     try:
-        return Profile.of(options), frozenset()
+        return EngineSettings(Profile.of(options))
     except ValueError as exc:
-        raise InvalidInputError(f"Invalid --option: {exc}") from None
+        raise InvalidInputError(f"Invalid option: {exc}") from None
+
+
+def choose_profile(options: Iterable[str] = (), policy: str | os.PathLike[str] | None = None
+                   ) -> EngineSettings:
+    """``engine_settings`` with a site's policy file (``PolicyError`` when invalid)."""
+    if policy is None:
+        return engine_settings(options)
+    from imagebank.services.policies import load_policy
+
+    return engine_settings(options, load_policy(policy))
 
 
 def make_config(key: bytes, options: Iterable[str] = (),
-                safe_private: Iterable[tuple[str, int]] = (), *,
-                profile: Profile | None = None) -> DeidConfig:
-    """The engine's configuration under ``key``: ``profile``, or the basic profile with
-    ``options``."""
-    if profile is None:
-        profile = choose_profile(options)[0]
-    return DeidConfig(profile, Pseudonymiser(key), frozenset(safe_private))
+                safe_private: Iterable[tuple[str, int]] = ()) -> DeidConfig:
+    """The engine's configuration under ``key``: the basic profile with ``options``."""
+    settings = engine_settings(options)
+    return DeidConfig(settings.profile, Pseudonymiser(key), frozenset(safe_private))
 
 
 # -- the folders ------------------------------------------------------------------------------
@@ -573,7 +602,7 @@ def _parse(data: bytes, config: DeidConfig) -> tuple[Dataset, memoryview | None]
             raise _Unreadable("truncated", f"The file is truncated: a data element runs past "
                               f"its end ({len(data):,} bytes). Copy it again from the "
                               "source.") from None
-        if _pixels_end_file(data, stop, implicit, little):
+        if _pixels_end_file(data, stop, implicit, little) and not needs_pixels(dataset, config):
             return dataset, memoryview(data)[stop:]
     else:
         try:

@@ -58,8 +58,7 @@ from imagebank.domain.errors import (
     NotFoundError,
     StorageError,
 )
-from imagebank.domain.policy import Policy, deid_settings
-from imagebank.domain.pseudonyms import Pseudonymiser
+from imagebank.domain.policy import Policy
 from imagebank.services.archive import IDENTIFIABLE, RESEARCH, Archive
 from imagebank.services.deid import (
     PARTIAL,
@@ -69,6 +68,7 @@ from imagebank.services.deid import (
     Publisher,
     Status,
     deidentify_object,
+    engine_settings,
     stage_file,
 )
 from imagebank.storage.durable import fsync_folder_quietly
@@ -170,19 +170,13 @@ def plan(archive: Archive, spec: ReleaseSpec) -> Plan:
         options = list(spec.options)
         key_name = spec.key_name or DEFAULT_NAME
     policy = parse_policy(policy_text, "the policy") if policy_text else None
-    if policy is not None:
-        profile, safe_private = deid_settings(policy, options)
-    else:
-        try:
-            profile, safe_private = Profile.of(options), frozenset()
-        except ValueError as exc:
-            raise InvalidInputError(f"Invalid option: {exc}") from None
+    settings = engine_settings(options, policy)
     if spec.key_file:
         key = read_key_file(spec.key_file)
     else:
         key = _store_key(archive, key_name)
-    config = DeidConfig(profile, Pseudonymiser(key), safe_private)
-    return Plan(spec, config, policy, policy_text, profile, fingerprint(key))
+    return Plan(spec, settings.config(key), policy, policy_text, settings.profile,
+                fingerprint(key))
 
 
 def _store_key(archive: Archive, name: str) -> bytes:
