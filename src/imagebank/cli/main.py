@@ -131,9 +131,6 @@ def project_create(
     if (policy or option) and not research:
         raise InvalidInputError("--policy and --option are for a research project "
                                 "(add --research).")
-    if research and title:
-        raise InvalidInputError("A research project has no AE title: it receives data only "
-                                "through `imagebank share`.")
     policy_text = project_policy(policy or [], option or []) if research else None
     nodes = Nodes(archive.sessions)
     if title and nodes.project_of(title) is not None:
