@@ -220,14 +220,38 @@ def _write(ds: Dataset, path: Path) -> Path:
     return path
 
 
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, scheme, meaning
+    return code
+
+
+def _add_d_sequences(ds: Dataset) -> None:
+    """Sequences that are D under the basic profile (decision 0015, amended: their items
+    keep their structure, with dummies in them), as a CT carries them."""
+    operator = Dataset()  # General Series: the Person Identification Macro
+    operator.PersonIdentificationCodeSequence = Sequence([
+        _code("STAFF9921", "99LTHT", "Evelyn Radiograph")])
+    operator.InstitutionCodeSequence = Sequence([
+        _code("RR813", "99NHSODS", "St James's University Hospital")])
+    ds.OperatorIdentificationSequence = Sequence([operator])
+    step = Dataset()
+    step.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.3"  # Modality Performed Proc. Step
+    step.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.10.1370.4.4"
+    ds.ReferencedPerformedProcedureStepSequence = Sequence([step])
+    ds.InstitutionCodeSequence = Sequence([_code("RR8", "99NHSODS", "Leeds Teaching Hospitals")])
+
+
 @pytest.mark.parametrize("options", [(), ("retain_long_modified_dates", "clean_descriptors"),
                                      ("retain_uids", "retain_device_identity")])
 def test_outputs_pass_dciodvfy_with_no_new_errors(tmp_path: Path,
                                                   options: tuple[str, ...]) -> None:
     sources = [SHARED_DATA / "dcmqi-ct-3slice" / "ct-3slice" / "01.dcm"]
     synthetic = tmp_path / "synthetic.dcm"
-    synthetic.write_bytes(to_bytes(next(make_study(SyntheticPatient.make(5), series=[
-        SeriesSpec(slices=1, rows=16, columns=16)]))))
+    ct = next(make_study(SyntheticPatient.make(5), series=[
+        SeriesSpec(slices=1, rows=16, columns=16)]))
+    _add_d_sequences(ct)
+    synthetic.write_bytes(to_bytes(ct))
     sources.append(synthetic)
     for number, source in enumerate(sources):
         ds = pydicom.dcmread(source)

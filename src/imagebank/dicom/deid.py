@@ -18,11 +18,13 @@ What happens to each element, in order:
 5. Everything else follows its action:
    KEEP, with text values still scrubbed of every identifying value of the input (a code
    meaning in a nested item may quote a patient ID); REMOVE; EMPTY (zero length, or an empty
-   sequence); DUMMY (a fixed, non-identifying value of its VR; a sequence keeps its items,
-   each de-identified by these rules); REPLACE_UID (each UID remapped; a sequence's items
+   sequence); DUMMY (a fixed, non-identifying value of its VR; a sequence keeps its items and
+   their structure, but every value in them, at any depth, becomes a dummy of its VR: see
+   ``_Engine.dummy_item``); REPLACE_UID (each UID remapped; a sequence's items
    de-identified); CLEAN: dates and date-times shifted by the patient's offset (Modified
    Dates), times kept, text scrubbed of every identifying value of the input, binary values
    removed, sequences de-identified item by item.
+   Curves (50xx) and overlays (60xx) go whole, on purpose (``_graphics_group``).
 6. UIDs are remapped wherever they are (VR UI), except the well-known ones (SOP classes,
    transfer syntaxes, coding schemes: the DICOM root 1.2.840.10008): references still
    resolve because the mapping is one-to-one and keyed.
@@ -66,6 +68,27 @@ _NUMBER_VRS = {"IS": "0", "DS": "0"}
 _INT_VRS = frozenset({"SS", "US", "SL", "UL", "SV", "UV", "AT", "FL", "FD"})
 _DUMMY_TEXT = {"PN": "ANONYMOUS", "DA": "19000101", "TM": "000000",
                "DT": "19000101000000", "AS": "000Y"}
+#: Coding schemes registered in PS3.16 Table 8-1 and in common use: their designators name
+#: no one, so a code in a sequence under D keeps its designator (with its version) when it
+#: is one of these. Any other (a local "99..." scheme may name the site) becomes this dummy,
+#: a local designator as PS3.16 8.2 asks of codes that are in no registered scheme.
+_REGISTERED_SCHEMES = frozenset({
+    "DCM", "SCT", "SRT", "SNM3", "LN", "UCUM", "FMA", "RADLEX", "NCIt", "MDC", "HGNC",
+    "I10", "I10P", "I9C", "ICD10", "UMLS", "MSH", "ACR", "NCDR", "ITIS_TSN", "PUBCHEM_CID",
+    "ISO3166_1", "ISO639_1", "ISO639_2", "RFC5646", "DCMUID", "NEU", "UBERON", "NBO",
+})
+_DUMMY_SCHEME = "99ANONYMOUS"
+#: Integers that are structure, not measurement (kept in a sequence under D when the table
+#: does not list them): pointers into this or another object (Referenced Content Item
+#: Identifier, Referenced Frame Number: 0 is not valid), counts and dimensions (Number of
+#: Graphic Points, Graphic Dimensions: 2 is the only valid value).
+_INTEGER_VRS = frozenset({"IS", "US", "UL", "SS", "SL", "UV", "SV"})
+_STRUCTURAL_INTEGER = re.compile(r"^(?:Referenced|NumberOf)|Dimensions$")
+CODING_SCHEME_DESIGNATOR, CODING_SCHEME_VERSION = 0x00080102, 0x00080103
+#: The engine's own dummy words: never an identifying value (an input that already says
+#: ANONYMOUS would otherwise make every dummy of the output a residual finding). Not the
+#: dummy dates and times: a patient ID may be 000000, and must still be scrubbed.
+_DUMMY_WORDS = frozenset({"ANONYMOUS", _DUMMY_SCHEME})
 #: Modalities and SOP classes known to carry burned-in text when not stated otherwise.
 _BURNED_IN_MODALITIES = frozenset({"US", "OT", "XC", "SC", "DOC", "ES", "GM", "SM"})
 _SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
@@ -116,30 +139,46 @@ _IDENTIFYING_KEYWORDS = frozenset({
     "InstitutionalDepartmentName", "StationName", "DeviceSerialNumber", "PersonName",
     "PersonAddress", "PersonTelephoneNumbers", "VerifyingObserverName", "ContentCreatorName",
 })
+#: Code sequences whose codes identify (an institution's code, a person's staff ID and name):
+#: their Code Value and Code Meaning, wherever they are, are identifying values too.
+_IDENTIFYING_CODE_SEQUENCES = frozenset({0x00080082, 0x00401101})  # Institution, Person
+_CODE_TEXT = ("CodeValue", "LongCodeValue", "CodeMeaning")
 
 
 def _identifying_values(ds: Dataset, profile: Profile | None = None) -> list[str]:
     """Values of the input that identify, found at any depth (for scrubbing kept text and for
     the residual scan): every person name (VR PN) and the identifying attributes above —
-    IDs, dates of birth, accession numbers, addresses, phone numbers — with their parts;
-    except what an option of ``profile`` retains on purpose (Retain Device Identity keeps
-    the station name: it is then neither scrubbed nor a finding)."""
+    IDs, dates of birth, accession numbers, addresses, phone numbers — with their parts, and
+    the codes of the identifying code sequences (an institution's code and name, a person's
+    staff ID); except what an option of ``profile`` retains on purpose (Retain Device
+    Identity keeps the station name: it is then neither scrubbed nor a finding) and the
+    engine's own dummies."""
     found: set[str] = set()
+
+    def add(values: Any) -> None:
+        for item in _values_of(values):
+            text = str(item).strip()
+            for candidate in (text, *re.split(r"[\^=\s,]+", text)):
+                if len(candidate) >= 3 and candidate.upper() not in _DUMMY_WORDS:
+                    found.add(candidate)
+
     for element in ds.iterall():
-        if element.VR == "SQ" or element.value in (None, "", b""):
+        tag = int(element.tag)
+        if element.VR == "SQ":
+            if tag in _IDENTIFYING_CODE_SEQUENCES and not (
+                    profile is not None and _retained(profile, tag)):
+                for code in element.value or []:
+                    for keyword in _CODE_TEXT:
+                        if code.get(keyword) not in (None, ""):
+                            add(code.get(keyword))
+            continue
+        if element.value in (None, "", b""):
             continue
         if element.VR != "PN" and element.keyword not in _IDENTIFYING_KEYWORDS:
             continue
-        if profile is not None and _retained(profile, int(element.tag)):
+        if profile is not None and _retained(profile, tag):
             continue
-        value = element.value
-        for item in _values_of(value):
-            text = str(item).strip()
-            if len(text) >= 3:
-                found.add(text)
-            for part in re.split(r"[\^=\s,]+", text):
-                if len(part) >= 3:
-                    found.add(part)
+        add(element.value)
     return sorted(found, key=len, reverse=True)
 
 
@@ -168,6 +207,12 @@ def _words(values: Iterable[str]) -> re.Pattern[str] | None:
         return None
     alternatives = "|".join(re.escape(v) for v in ordered)
     return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
+
+
+def _graphics_group(tag: int) -> bool:
+    """Whether ``tag`` is in a curve (50xx) or overlay (60xx) repeating group (even groups:
+    odd ones are private and handled before)."""
+    return (tag >> 16) & 0xFF00 in (0x5000, 0x6000)
 
 
 def _burned_in_risk(ds: Dataset) -> str | None:
@@ -311,6 +356,18 @@ class _Engine:
         if tag == PATIENT_NAME:
             self.count("pseudonym")
             return DataElement(tag, vr, self.patient_name)
+        if _graphics_group(tag):
+            # Curves and overlays, on purpose (pydicom's dictionary_has_tag does not know
+            # repeating groups, so they must not be left to the unknown rule). PS3.15 Table
+            # E.1-1 (2024b): Curve Data (50xx,xxxx), Overlay Data (60xx,3000) and Overlay
+            # Comments (60xx,4000) are X, and C under Clean Graphics. C cannot be done to a
+            # bitmap (graphics may spell a name) and the data goes either way; an overlay
+            # plane without its Overlay Data (Type 1, PS3.3 C.9.2) or a curve without its data
+            # would not conform: so the whole group goes, with what the table does not list
+            # (Overlay Rows, Description, Label...). tests/dicom/test_deid_table_rows.py checks
+            # that the table says X or C for these rows under every option.
+            self.count("graphics_removed")
+            return None
         if not dictionary_has_tag(tag):
             self.count("unknown_removed")
             return None
@@ -321,7 +378,10 @@ class _Engine:
         if action is Action.EMPTY:
             return DataElement(tag, vr, Sequence() if vr == "SQ" else None)
         if vr == "SQ":
-            return DataElement(tag, vr, Sequence([self.dataset(i) for i in element.value or []]))
+            items = element.value or []
+            if action is Action.DUMMY:
+                return DataElement(tag, vr, Sequence([self.dummy_item(i) for i in items]))
+            return DataElement(tag, vr, Sequence([self.dataset(i) for i in items]))
         if vr == "UI":
             # Kept under Retain UIDs, or by the option that retains it (Device UID under
             # Retain Device Identity).
@@ -339,6 +399,71 @@ class _Engine:
         if action is Action.DUMMY or action is Action.REPLACE_UID:
             return DataElement(tag, vr, _dummy(vr))
         return self._clean(element)
+
+    # -- sequences under D ------------------------------------------------------------------
+    def dummy_item(self, ds: Dataset) -> Dataset:
+        """An item of a sequence under D (decision 0015, amended): its structure is kept, so
+        the object still conforms, but no value of the input is:
+
+        * UIDs follow their own rule, as everywhere (remapped; references still resolve);
+          so do attributes whose own rule is X or Z (removed, emptied), and unknown ones;
+        * nested sequences are kept, their items made dummies the same way, at any depth;
+        * every other value becomes the dummy of its VR (text, names, codes, numbers, dates,
+          times, ages), as many values as it had; binary values become zeros of the same
+          length; empty values stay empty;
+        * kept as structure, not identity: of the attributes the table does not list, Code
+          Strings (Value Type, Relationship Type, Graphic Type: enumerated terms, scrubbed
+          as kept text is) and the integers that point, count or size
+          (``_STRUCTURAL_INTEGER``); attribute tags (AT); and a registered Coding Scheme
+          Designator with its version (``_REGISTERED_SCHEMES``; a local one becomes
+          ``99ANONYMOUS``);
+        * private elements are removed (the safe-private allow-list is not for dummies)."""
+        out = Dataset()
+        designator = ds.get(CODING_SCHEME_DESIGNATOR)
+        registered = (designator is not None
+                      and str(designator.value or "").strip() in _REGISTERED_SCHEMES)
+        for element in ds:
+            tag = int(element.tag)
+            group, elem = tag >> 16, tag & 0xFFFF
+            if group == 0x0002 or elem == 0x0000:
+                continue
+            if group % 2 == 1:
+                if not 0x0010 <= elem <= 0x00FF:
+                    self.count("private_removed")
+                continue
+            replaced = self._dummy_element(element, registered)
+            if replaced is not None:
+                out.add(replaced)
+        return out
+
+    def _dummy_element(self, element: DataElement, registered: bool) -> DataElement | None:
+        tag, vr, value = int(element.tag), element.VR, element.value
+        action = self.profile.action(tag)
+        if tag not in (PATIENT_ID, PATIENT_NAME) and (
+                vr == "UI" or action in (Action.REMOVE, Action.EMPTY) or _graphics_group(tag)
+                or not dictionary_has_tag(tag)):
+            return self.element(element)
+        if vr == "SQ":
+            self.count("dummy")
+            return DataElement(tag, vr, Sequence([self.dummy_item(i) for i in value or []]))
+        if value in (None, "", b""):
+            return DataElement(tag, vr, value)
+        if vr == "AT" or (tag in (CODING_SCHEME_DESIGNATOR, CODING_SCHEME_VERSION)
+                          and registered):
+            return DataElement(tag, vr, value)
+        if tag == CODING_SCHEME_DESIGNATOR:
+            self.count("dummy")
+            return DataElement(tag, vr, _DUMMY_SCHEME)
+        if rule_for(tag) is None:  # structure the table does not list
+            if vr == "CS":
+                return DataElement(tag, vr, self._scrubbed(value, vr))
+            if vr in _INTEGER_VRS and _STRUCTURAL_INTEGER.search(element.keyword):
+                return DataElement(tag, vr, value)
+        self.count("dummy")
+        if vr in _BINARY_VRS:
+            return DataElement(tag, vr, bytes(len(value)))
+        dummies = [_dummy(vr) for _ in _values_of(value)]
+        return DataElement(tag, vr, dummies if _is_multiple(value) else dummies[0])
 
     def _uids(self, value: Any) -> Any:
         def one(uid: Any) -> str:
