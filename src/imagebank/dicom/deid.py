@@ -45,10 +45,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from pydicom.datadict import dictionary_has_tag
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -60,7 +61,9 @@ from imagebank.domain.confidentiality import Action, Option, Profile, rule_for
 from imagebank.domain.policy import MaskingRule, Rectangle
 from imagebank.domain.pseudonyms import Pseudonymiser, shift_date, shift_datetime
 
-ENGINE = "imagebank-deid 1"
+#: The engine's edition, in every output's De-identification Method and in manifests: raised
+#: whenever the same input and key would give other bytes (2: sequences under D, issue 5).
+ENGINE = "imagebank-deid 2"
 _DICOM_ROOT = "1.2.840.10008."
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
@@ -162,24 +165,64 @@ def _identifying_values(ds: Dataset, profile: Profile | None = None) -> list[str
                 if len(candidate) >= 3 and candidate.upper() not in _DUMMY_WORDS:
                     found.add(candidate)
 
-    for element in ds.iterall():
-        tag = int(element.tag)
-        if element.VR == "SQ":
-            if tag in _IDENTIFYING_CODE_SEQUENCES and not (
-                    profile is not None and _retained(profile, tag)):
-                for code in element.value or []:
-                    for keyword in _CODE_TEXT:
-                        if code.get(keyword) not in (None, ""):
-                            add(code.get(keyword))
-            continue
-        if element.value in (None, "", b""):
-            continue
-        if element.VR != "PN" and element.keyword not in _IDENTIFYING_KEYWORDS:
-            continue
-        if profile is not None and _retained(profile, tag):
-            continue
-        add(element.value)
+    def walk(dataset: Dataset) -> None:
+        for element in _candidates(dataset):
+            tag = int(element.tag)
+            if element.VR == "SQ":
+                if tag in _IDENTIFYING_CODE_SEQUENCES and not (
+                        profile is not None and _retained(profile, tag)):
+                    for code in element.value or []:
+                        for keyword in _CODE_TEXT:
+                            if code.get(keyword) not in (None, ""):
+                                add(code.get(keyword))
+                for item in element.value or []:
+                    walk(item)
+                continue
+            if element.value in (None, "", b""):
+                continue
+            if element.VR != "PN" and tag not in _IDENTIFYING_TAGS:
+                continue
+            if profile is not None and _retained(profile, tag):
+                continue
+            add(element.value)
+
+    walk(ds)
     return sorted(found, key=len, reverse=True)
+
+
+_IDENTIFYING_TAGS = frozenset(int(tag_for_keyword(k) or 0) for k in _IDENTIFYING_KEYWORDS)
+
+
+@lru_cache(maxsize=4096)
+def _vr_of(tag: int) -> str | None:
+    """The data dictionary's VR of a public ``tag`` (None: unknown, or a private tag, whose
+    VR depends on its creator)."""
+    if (tag >> 16) % 2 == 1:
+        return None
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None
+
+
+def _raw_vr(tag: int, element: DataElement | RawDataElement) -> str | None:
+    """An element's VR without decoding its value: as read (explicit VR), else the
+    dictionary's."""
+    return element.VR if element.VR else _vr_of(tag)
+
+
+def _candidates(ds: Dataset) -> Iterator[DataElement]:
+    """The elements of ``ds`` that may hold identifying values, decoded: sequences, person
+    names, the identifying attributes, and every private element (whose VR may come from a
+    private dictionary). The rest (most of a header) stay undecoded."""
+    for tag in ds.keys():
+        number = int(tag)
+        raw = ds.get_item(tag)
+        if raw.is_raw and (number >> 16) % 2 == 0:
+            vr = _raw_vr(number, raw)
+            if vr is not None and vr not in ("SQ", "PN") and number not in _IDENTIFYING_TAGS:
+                continue
+        yield ds[tag]
 
 
 def _is_multiple(value: Any) -> bool:
@@ -207,6 +250,40 @@ def _words(values: Iterable[str]) -> re.Pattern[str] | None:
         return None
     alternatives = "|".join(re.escape(v) for v in ordered)
     return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
+
+
+#: Character sets in which an ASCII character is always written as that ASCII byte.
+_ASCII_SETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 101", "ISO_IR 109",
+                         "ISO_IR 110", "ISO_IR 144", "ISO_IR 148", "ISO_IR 192"})
+#: What ``_Engine._as_read`` answers for an element it removes.
+_DROP = object()
+
+
+def _bytes_words(values: tuple[str, ...], ds: Dataset) -> re.Pattern[bytes] | None:
+    """``_words`` for undecoded values of ``ds``; None when the values or the character set
+    are not plain ASCII (then kept text is decoded before it is searched)."""
+    charset = ds.get("SpecificCharacterSet")
+    names = [str(v).strip() for v in _values_of(charset)] if charset else []
+    if len(names) > 1 or (names and names[0] not in _ASCII_SETS):
+        return None
+    if not all(v.isascii() for v in values):
+        return None
+    ordered = sorted({v for v in values if v}, key=len, reverse=True)
+    if not ordered:
+        return re.compile(rb"(?!)")  # matches nothing: nothing to scrub
+    alternatives = b"|".join(re.escape(v.encode("ascii")) for v in ordered)
+    return re.compile(rb"(?<![0-9A-Za-z])(?:" + alternatives + rb")(?![0-9A-Za-z])",
+                      re.IGNORECASE)
+
+
+def _like(ds: Dataset) -> Dataset:
+    """A new dataset with the encoding ``ds`` was read in, so that elements passed through
+    undecoded are written as they were read (pydicom decodes them all otherwise)."""
+    out = Dataset()
+    implicit, little = ds.original_encoding
+    if implicit is not None and little is not None:
+        out.set_original_encoding(implicit, little, ds.original_character_set)
+    return out
 
 
 def _graphics_group(tag: int) -> bool:
@@ -291,6 +368,10 @@ class _Engine:
         self.shift = self.pseudonyms.date_shift_days(patient_id, issuer)
         self.identifying = tuple(_identifying_values(source, self.profile))
         self.scrub = _words(self.identifying)
+        #: The same pattern on undecoded bytes, where an identifying value is written the
+        #: same in the dataset's character set (ASCII values, ASCII-compatible sets): kept
+        #: text it does not match is passed through undecoded. None: decode all kept text.
+        self.scrub_bytes = _bytes_words(self.identifying, source)
         self.counts: dict[str, int] = {}
 
     def count(self, what: str) -> None:
@@ -298,14 +379,23 @@ class _Engine:
 
     # -- datasets ---------------------------------------------------------------------------
     def dataset(self, ds: Dataset) -> Dataset:
-        out = Dataset()
+        out = _like(ds)
         kept_private_blocks: set[tuple[int, int]] = set()
         creators: dict[tuple[int, int], DataElement] = {}
-        for element in ds:
-            tag = int(element.tag)
+        for key in sorted(ds.keys()):
+            tag = int(key)
             group, elem = tag >> 16, tag & 0xFFFF
             if group == 0x0002 or elem == 0x0000:
                 continue
+            raw = ds.get_item(key)
+            if isinstance(raw, RawDataElement) and group % 2 == 0:
+                passed = self._as_read(tag, raw)
+                if passed is _DROP:
+                    continue
+                if isinstance(passed, RawDataElement):
+                    out[key] = passed
+                    continue
+            element = ds[key]
             if group % 2 == 1:
                 if 0x0010 <= elem <= 0x00FF:
                     creators[(group, elem)] = element
@@ -323,6 +413,28 @@ class _Engine:
             if (group, block) in kept_private_blocks:
                 out.add(self._copy(creator))
         return out
+
+    def _as_read(self, tag: int, raw: RawDataElement) -> RawDataElement | object | None:
+        """The fast path for an element not yet decoded: ``_DROP`` when it is removed, the
+        element itself when it is kept exactly as read (numbers, dates and binary values the
+        profile keeps; kept text in which no identifying value occurs), None when it must be
+        decoded and go through ``element``. Gives what ``element`` would."""
+        if tag in (PATIENT_ID, PATIENT_NAME) or _graphics_group(tag):
+            return None
+        vr = _raw_vr(tag, raw)
+        if vr is None or vr in ("SQ", "UI") or len(vr) != 2:
+            return None  # unknown (removed by ``element``), nested, remapped or ambiguous
+        action = self.profile.action(tag)
+        if action is Action.REMOVE:
+            self.count("remove")
+            return _DROP
+        if action is not Action.KEEP:
+            return None
+        if vr in _TEXT_VRS and raw.value and not _retained(self.profile, tag):
+            if self.scrub_bytes is None or self.scrub_bytes.search(raw.value):
+                return None  # decoded, then scrubbed
+        self.count("keep")
+        return raw
 
     def _keep_private(self, ds: Dataset, group: int, elem: int) -> bool:
         if Option.RETAIN_SAFE_PRIVATE not in self.profile.options:
@@ -596,14 +708,30 @@ class Finding:
     kind: str
 
 
-def _walk(ds: Dataset, prefix: str = "") -> Iterator[tuple[str, DataElement]]:
-    for element in ds:
-        path = f"{prefix}({int(element.tag) >> 16:04X},{int(element.tag) & 0xFFFF:04X})"
-        if element.VR == "SQ":
+def _walk(ds: Dataset, prefix: str = ""
+          ) -> Iterator[tuple[str, int, str | None, Any]]:
+    """(path, tag, VR, value) of every element at any depth but sequences. An element not
+    yet decoded is given as read (its value bytes; decoding every number of a header only
+    to search it as text would double the scan's cost)."""
+    for key in sorted(ds.keys()):
+        tag = int(key)
+        path = f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        element = ds.get_item(key)
+        vr = _raw_vr(tag, element) if element.is_raw else element.VR
+        if element.is_raw and (vr is None or vr == "SQ" or len(vr) != 2):
+            element = ds[key]
+            vr = element.VR
+        if vr == "SQ":
             for index, item in enumerate(element.value or []):
                 yield from _walk(item, f"{path}[{index}]")
         else:
-            yield path, element
+            yield path, tag, vr, element.value
+
+
+def _uid_values(value: Any) -> list[str]:
+    if isinstance(value, bytes):
+        return [v.strip(" \x00") for v in value.decode("ascii", "replace").split("\\")]
+    return [str(v) for v in _values_of(value)]
 
 
 def residual_identifiers(source: Dataset, output: Dataset, extra: Iterable[str] = (), *,
@@ -618,23 +746,22 @@ def residual_identifiers(source: Dataset, output: Dataset, extra: Iterable[str] 
               else _identifying_values(source, profile))
     uids: list[str] = []
     if profile is None or Option.RETAIN_UIDS not in profile.options:
-        for _, element in _walk(source):
-            if element.VR == "UI" and element.value:
-                uids += [str(v) for v in _values_of(element.value)
-                         if not str(v).startswith(_DICOM_ROOT) and len(str(v)) > 8]
+        for _, _tag, vr, value in _walk(source):
+            if vr == "UI" and value:
+                uids += [v for v in _uid_values(value)
+                         if not v.startswith(_DICOM_ROOT) and len(v) > 8]
     patterns = [(pattern, kind) for pattern, kind in (
         (_words(values), "identifier"), (_words(v for v in extra if len(v) >= 3), "given"),
         (_words(uids), "uid")) if pattern is not None]
     findings: list[Finding] = []
     if not patterns:
         return findings
-    for path, element in _walk(output):
-        value = element.value
+    for path, tag, vr, value in _walk(output):
         if value in (None, b"", ""):
             continue
-        if profile is not None and _retained(profile, int(element.tag)):
+        if profile is not None and _retained(profile, tag):
             continue  # kept whole on purpose, by an option the policy allows
-        if element.VR == "UI" and int(element.tag) == 0x00020010:
+        if vr == "UI" and tag == 0x00020010:
             continue
         haystack = (value.decode("latin-1", "replace") if isinstance(value, bytes)
                     else str(value))

@@ -67,6 +67,7 @@ from imagebank.dicom.part10 import (
     dataset_offset,
     has_part10_magic,
 )
+from imagebank.dicom.writer import encode_part10
 from imagebank.domain.confidentiality import Profile
 from imagebank.domain.errors import InvalidInputError, StorageError
 from imagebank.domain.policy import MaskingRule, Policy
@@ -669,9 +670,8 @@ def _scan(source: Dataset, out: Dataset, relative: str, config: DeidConfig,
 
 
 def _serialise(out: Dataset, tail: memoryview | None) -> list[bytes | memoryview]:
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, out, enforce_file_format=True)
-    return [buffer.getvalue()] if tail is None else [buffer.getvalue(), tail]
+    data = encode_part10(out)
+    return [data] if tail is None else [data, tail]
 
 
 def _write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
