@@ -245,11 +245,33 @@ def _words(values: Iterable[str]) -> re.Pattern[str] | None:
     """One pattern matching any of ``values`` as a whole word, in any case (longest first, so
     a full name is taken before its parts); None for no values. One pattern per dataset is
     much cheaper than one per value on every text element."""
-    ordered = sorted({v for v in values if v}, key=len, reverse=True)
-    if not ordered:
-        return None
+    ordered = tuple(sorted({v for v in values if v}, key=lambda v: (-len(v), v)))
+    return _compiled_words(ordered) if ordered else None
+
+
+@lru_cache(maxsize=256)
+def _compiled_words(ordered: tuple[str, ...]) -> re.Pattern[str]:
+    """Compiled once per set of values (a patient's files share theirs; ``re``'s own cache,
+    first in first out, is flushed by every file's new UIDs)."""
     alternatives = "|".join(re.escape(v) for v in ordered)
     return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
+
+
+class _Uids:
+    """The input's UIDs, found whole in a text (``_words``' rule) but tried first as plain
+    substrings: an output rarely holds one, and a file's UIDs are new with every file, so a
+    compiled pattern would be built for nothing."""
+
+    def __init__(self, uids: Iterable[str]) -> None:
+        self.uids = tuple(sorted(set(uids), key=lambda v: (-len(v), v)))
+        self._pattern: re.Pattern[str] | None = None
+
+    def search(self, text: str) -> bool:
+        if not any(uid in text for uid in self.uids):
+            return False
+        if self._pattern is None:
+            self._pattern = _compiled_words(self.uids)
+        return self._pattern.search(text) is not None
 
 
 #: Character sets in which an ASCII character is always written as that ASCII byte.
@@ -268,7 +290,12 @@ def _bytes_words(values: tuple[str, ...], ds: Dataset) -> re.Pattern[bytes] | No
         return None
     if not all(v.isascii() for v in values):
         return None
-    ordered = sorted({v for v in values if v}, key=len, reverse=True)
+    return _compiled_bytes_words(tuple(sorted({v for v in values if v},
+                                              key=lambda v: (-len(v), v))))
+
+
+@lru_cache(maxsize=256)
+def _compiled_bytes_words(ordered: tuple[str, ...]) -> re.Pattern[bytes]:
     if not ordered:
         return re.compile(rb"(?!)")  # matches nothing: nothing to scrub
     alternatives = b"|".join(re.escape(v.encode("ascii")) for v in ordered)
@@ -750,9 +777,12 @@ def residual_identifiers(source: Dataset, output: Dataset, extra: Iterable[str] 
             if vr == "UI" and value:
                 uids += [v for v in _uid_values(value)
                          if not v.startswith(_DICOM_ROOT) and len(v) > 8]
-    patterns = [(pattern, kind) for pattern, kind in (
-        (_words(values), "identifier"), (_words(v for v in extra if len(v) >= 3), "given"),
-        (_words(uids), "uid")) if pattern is not None]
+    patterns: list[tuple[re.Pattern[str] | _Uids, str]] = [
+        (pattern, kind) for pattern, kind in (
+            (_words(values), "identifier"), (_words(v for v in extra if len(v) >= 3), "given"))
+        if pattern is not None]
+    if uids:
+        patterns.append((_Uids(uids), "uid"))
     findings: list[Finding] = []
     if not patterns:
         return findings
