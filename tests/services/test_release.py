@@ -336,3 +336,13 @@ def test_a_share_job_reports_progress_and_its_result(sqlite_archive: Archive,
     bad = jobs.submit("share", "site", ReleaseSpec("share", "lab", "site").params(), None)
     failed = jobs.run(bad["id"])
     assert failed["state"] == "failed" and "research project" in failed["error"]
+
+
+def test_an_export_key_named_must_exist(sqlite_archive: Archive, tmp_path: Path) -> None:
+    from imagebank.domain.errors import NotFoundError
+
+    _world(sqlite_archive, tmp_path, patients=1, slices=1)
+    spec = ReleaseSpec("release", "site", str(tmp_path / "o"), key_name="lab-typo")
+    with pytest.raises(NotFoundError, match="no de-identification key 'lab-typo'"):
+        run_release(sqlite_archive, spec, "k1", workers=1)
+    assert not (sqlite_archive.settings.data / "keys" / "deid" / "lab-typo.key").exists()

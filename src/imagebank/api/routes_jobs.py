@@ -57,6 +57,8 @@ async def start_import(request: Request, project: str) -> dict[str, Any]:
     runtime = runtime_of(request)
     principal = resolve_principal(request)
     assert principal is not None
+    # A research project refuses before the upload is read (and kept in the spool).
+    await run_in_threadpool(runtime.archive.admit, project)
     body = await receive_body(request, runtime.archive.settings.max_object_size)
 
     def submit() -> dict[str, Any]:

@@ -306,6 +306,7 @@ def ingest(
     was quarantined or in conflict (everything else is still stored)."""
     archive = state.open()
     archive.ensure_project(project)
+    archive.admit(project)  # a research project refuses, before the progress bar starts
     for path in paths:  # before the progress bar starts, so the error is all that is printed
         if not path.exists():
             raise InvalidInputError(f"Nothing to ingest at {path}: no such file or folder.")
@@ -705,15 +706,22 @@ def _run_release_job(spec: Any, label: str, jsonl: bool) -> None:
     jobs = Jobs(archive)
     job = jobs.submit(spec.kind, spec.source, spec.params(), None)
     _cli_audit(_runtime(), spec.kind, project=spec.source, level="job", object_id=job["id"])
-    if jsonl:
-        def report(done: int, total: int | None, message: str) -> None:
-            out.print(json.dumps({"event": "progress", "job": job["id"], "done": done,
-                                  "total": total, "message": message}),
-                      markup=False, highlight=False, soft_wrap=True)
-        ended = jobs.run(job["id"], report)
-    else:
-        with JobProgress(err, label) as bar:
-            ended = jobs.run(job["id"], bar.update)
+    try:
+        if jsonl:
+            def report(done: int, total: int | None, message: str) -> None:
+                out.print(json.dumps({"event": "progress", "job": job["id"], "done": done,
+                                      "total": total, "message": message}),
+                          markup=False, highlight=False, soft_wrap=True)
+            ended = jobs.run(job["id"], report)
+        else:
+            with JobProgress(err, label) as bar:
+                ended = jobs.run(job["id"], bar.update)
+    except KeyboardInterrupt:
+        jobs.cancel(job["id"])  # not left "running" for a server to run again
+        err.print(f"interrupted: the {label} job {job['id']} is cancelled; what was released "
+                  "is whole (a zip only once complete); run the same command again to finish.",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     if ended["state"] != "succeeded":
         raise ImagebankError(f"The {label} job {job['id']} {ended['state']}: "
                              f"{ended.get('error') or ended.get('message')}")

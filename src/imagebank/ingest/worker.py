@@ -30,6 +30,9 @@ class WorkerConfig:
     id_key: bytes
     project_id: str
     max_size: int
+    #: The process the workers work for (the ingest's): they end with it, even when they
+    #: are a fork server's children (``exit_with_parent``).
+    owner: int | None = None
 
 
 #: ``json.dumps(..., separators=(",", ":"))``, built once (the header is never circular).
@@ -170,17 +173,36 @@ _PARSER: Parser | None = None
 def init_worker(config: WorkerConfig) -> None:
     global _PARSER  # noqa: PLW0603 - one parser per worker process
     _PARSER = Parser(config)
-    exit_with_parent()
+    exit_with_parent(config.owner)
 
 
-def exit_with_parent() -> None:
+def exit_with_parent(owner: int | None = None) -> None:
     """End this worker when the ingest process dies, even by SIGKILL.
 
     Otherwise orphaned workers would linger and hold the ingest's stdout open (a pipe to
     ``tee`` would never close). Linux: the kernel's parent-death signal; elsewhere a thread
-    that polls the parent's PID.
+    that polls the parent's PID. ``owner``: the process the worker works for, when that is
+    not its parent (a forkserver's workers are the fork server's children, and the fork
+    server lives as long as they do): a thread polls whether it is still there.
     """
     parent = os.getppid()
+    if owner is not None and owner != parent:
+        def gone() -> bool:
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                return True
+            except OSError:
+                return False  # there, another user's (EPERM)
+            return False
+
+        def watch_owner() -> None:
+            while not gone():
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch_owner, name="owner-watch", daemon=True).start()
+        return
     try:
         import ctypes
 

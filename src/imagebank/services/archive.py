@@ -145,7 +145,7 @@ class Archive:
             zone = self._zones[project_id] = str(self.ensure_project(project_id)["zone"])
         return zone
 
-    def _admit(self, project_id: str, released: bool) -> None:
+    def admit(self, project_id: str, released: bool = False) -> None:
         """Data may enter a research project only through the de-identification pipeline."""
         if not released and self.zone_of(project_id) == RESEARCH:
             raise PermissionDeniedError(
@@ -174,6 +174,7 @@ class Archive:
             id_key=self._id_key,
             project_id=project_id,
             max_size=self.settings.max_object_size,
+            owner=os.getpid(),
         )
 
     def ingest(self, paths: Iterable[str | os.PathLike[str]], project: str, *,
@@ -182,7 +183,7 @@ class Archive:
                ) -> IngestSummary:
         """Ingest files, folders and zip archives into ``project``."""
         self.ensure_project(project)
-        self._admit(project, released=False)
+        self.admit(project)
         path_list = list(paths)
         for path in path_list:
             if not Path(path).exists():
@@ -224,7 +225,7 @@ class Archive:
         (what a research project may receive)."""
         if not self.has_project(project):
             self.ensure_project(project)  # raises with the message
-        self._admit(project, released)
+        self.admit(project, released)
         parser = Parser(self._worker_config(project), self.store)
         parsed = [parser.parse_bytes(data, label) for data, label in items]
         report = self._group.commit(project, parsed)

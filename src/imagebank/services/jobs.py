@@ -192,7 +192,7 @@ class Jobs:
             job = sql.claim(session, job_id)
         if job is None:
             raise ConflictError(f"Job {job_id} is not waiting to run any more; follow it "
-                                "with `imagebank job show`.")
+                                f"with GET /api/v1/jobs/{job_id}.")
         self._execute(JobContext(self, job, listener))
         return self.get(job_id)
 

@@ -140,6 +140,8 @@ def plan(archive: Archive, spec: ReleaseSpec) -> Plan:
     from imagebank.storage.keys import DEFAULT_NAME, fingerprint, read_key_file
 
     source = archive.ensure_project(spec.source)
+    if spec.study_ids:
+        _check_studies(archive, spec)
     if spec.kind == "share":
         target = archive.ensure_project(spec.target)
         if source["zone"] != IDENTIFIABLE:
@@ -173,10 +175,23 @@ def plan(archive: Archive, spec: ReleaseSpec) -> Plan:
     settings = engine_settings(options, policy)
     if spec.key_file:
         key = read_key_file(spec.key_file)
+    elif spec.kind != "share" and spec.key_name is not None:
+        key = _existing_key(archive, spec.key_name)  # a mistyped name is not a new key
     else:
         key = _store_key(archive, key_name)
     return Plan(spec, settings.config(key), policy, policy_text, settings.profile,
                 fingerprint(key))
+
+
+def _existing_key(archive: Archive, name: str) -> bytes:
+    from imagebank.storage.keys import FileKeyStore, check_name
+
+    key = FileKeyStore.in_data_folder(archive.settings.data).get(check_name(name))
+    if key is None:
+        raise NotFoundError(f"There is no de-identification key {name!r} in the key store; "
+                            "`imagebank key create NAME` makes one (a share makes the "
+                            "research project's).")
+    return key
 
 
 def _store_key(archive: Archive, name: str) -> bytes:
@@ -309,6 +324,17 @@ def _ordered(submit: Callable[[list[Ref]], _Pending], tasks: Iterable[list[Ref]]
         yield inflight.popleft().result()
 
 
+def _init_pool_worker(owner: int) -> None:
+    """A pool worker ends with the process that runs the release, even when that one is
+    killed (a forkserver's workers are not its children), and leaves Ctrl-C to it."""
+    import signal
+
+    from imagebank.ingest.worker import exit_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(owner)
+
+
 @dataclass
 class _PoolRunner:
     workers: int
@@ -317,7 +343,9 @@ class _PoolRunner:
     def __call__(self, settings: TaskSettings, tasks: Iterable[list[Ref]]
                  ) -> Iterator[list[Result]]:
         context = multiprocessing.get_context(self.start_method) if self.start_method else None
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                 initializer=_init_pool_worker,
+                                 initargs=(os.getpid(),)) as pool:
             try:
                 yield from _ordered(lambda t: pool.submit(release_task, settings, t), tasks,
                                     self.workers * 3)
@@ -710,13 +738,17 @@ def _write_whole(path: Path, data: bytes) -> None:
 Progress = Callable[[int, int, DeidSummary], None]
 
 
+def _check_studies(archive: Archive, spec: ReleaseSpec) -> None:
+    owners = archive.projects_of("study", list(spec.study_ids))
+    for study in spec.study_ids:
+        if owners.get(study) != spec.source:
+            raise NotFoundError(f"No study {study} in project {spec.source!r}.")
+
+
 def release_refs(archive: Archive, spec: ReleaseSpec) -> list[Ref]:
     """The objects released: every instance of the source project, or of its chosen studies."""
     if spec.study_ids:
-        owners = archive.projects_of("study", list(spec.study_ids))
-        for study in spec.study_ids:
-            if owners.get(study) != spec.source:
-                raise NotFoundError(f"No study {study} in project {spec.source!r}.")
+        _check_studies(archive, spec)
         rows = archive.instance_objects("study", list(spec.study_ids))
     else:
         rows = archive.project_instance_objects(spec.source)
