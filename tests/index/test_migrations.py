@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from imagebank.domain.errors import ConfigurationError, StorageError
-from imagebank.index.engine import alembic_config, has_schema, make_engine, upgrade
+from imagebank.index.engine import HEAD, alembic_config, has_schema, make_engine, upgrade
 from imagebank.index.tables import Base
 from testkit import write_study
 
@@ -63,6 +63,7 @@ def test_upgrade_is_idempotent_and_at_head(database_url: str) -> None:
         upgrade(engine)
         upgrade(engine)
         head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+        assert head == HEAD, "engine.HEAD must name the newest migration"
         with engine.connect() as conn:
             assert MigrationContext.configure(conn).get_current_revision() == head
             assert conn.execute(text("SELECT id FROM projects")).scalars().all() == ["kept"]

@@ -53,6 +53,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from imagebank.dicom.masking import MaskingError, mark_cleaned, mask_pixels
@@ -303,10 +304,12 @@ def _compiled_bytes_words(ordered: tuple[str, ...]) -> re.Pattern[bytes]:
                       re.IGNORECASE)
 
 
-def _like(ds: Dataset) -> Dataset:
-    """A new dataset with the encoding ``ds`` was read in, so that elements passed through
-    undecoded are written as they were read (pydicom decodes them all otherwise)."""
-    out = Dataset()
+def _like(ds: Dataset, elements: dict[BaseTag, DataElement | RawDataElement] | None = None
+          ) -> Dataset:
+    """A new dataset of ``elements``, with the encoding ``ds`` was read in, so that elements
+    passed through undecoded are written as they were read (pydicom decodes them all
+    otherwise)."""
+    out = Dataset(elements if elements is not None else {})
     implicit, little = ds.original_encoding
     if implicit is not None and little is not None:
         out.set_original_encoding(implicit, little, ds.original_character_set)
@@ -406,7 +409,11 @@ class _Engine:
 
     # -- datasets ---------------------------------------------------------------------------
     def dataset(self, ds: Dataset) -> Dataset:
-        out = _like(ds)
+        # Plain elements are collected in a dict, the dataset made from it at once (pydicom's
+        # checked __setitem__ costs more than the rest of an element's work); sequences and
+        # private elements are added through it, for what it does to them.
+        plain: dict[BaseTag, DataElement | RawDataElement] = {}
+        checked: list[DataElement] = []
         kept_private_blocks: set[tuple[int, int]] = set()
         creators: dict[tuple[int, int], DataElement] = {}
         for key in sorted(ds.keys()):
@@ -420,7 +427,7 @@ class _Engine:
                 if passed is _DROP:
                     continue
                 if isinstance(passed, RawDataElement):
-                    out[key] = passed
+                    plain[key] = passed
                     continue
             element = ds[key]
             if group % 2 == 1:
@@ -428,14 +435,21 @@ class _Engine:
                     creators[(group, elem)] = element
                     continue
                 if self._keep_private(ds, group, elem):
-                    out.add(self._private(element))
+                    checked.append(self._private(element))
                     kept_private_blocks.add((group, elem >> 8))
                 else:
                     self.count("private_removed")
                 continue
             replaced = self.element(element)
-            if replaced is not None:
-                out.add(replaced)
+            if replaced is None:
+                continue
+            if replaced.VR == "SQ":
+                checked.append(replaced)
+            else:
+                plain[replaced.tag] = replaced
+        out = _like(ds, plain)
+        for element in checked:
+            out.add(element)
         for (group, block), creator in creators.items():
             if (group, block) in kept_private_blocks:
                 out.add(self._copy(creator))

@@ -57,8 +57,26 @@ def alembic_config(engine: Engine) -> Any:
     return config
 
 
+#: The newest migration (tests/index/test_migrations.py checks it is Alembic's head): an
+#: index already there is not handed to Alembic, whose import alone costs 0.15 s of every
+#: command's start.
+HEAD = "0005"
+
+
+def _at_head(engine: Engine) -> bool:
+    try:
+        with engine.connect() as connection:
+            version = connection.exec_driver_sql(
+                "SELECT version_num FROM alembic_version").scalar()
+    except SQLAlchemyError:
+        return False  # no index yet, or one from before Alembic
+    return version == HEAD
+
+
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
+    if _at_head(engine):
+        return
     from alembic import command
 
     try:
