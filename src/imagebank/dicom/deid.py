@@ -235,11 +235,18 @@ def _values_of(value: Any) -> list[Any]:
     return list(value) if _is_multiple(value) else [value]
 
 
+@lru_cache(maxsize=65536)
 def _retained(profile: Profile, tag: int) -> bool:
     """Whether an option of ``profile`` keeps the attribute ``tag`` as it is."""
     rule = rule_for(tag)
     return rule is not None and any(option in profile.options and action is Action.KEEP
                                     for option, action in rule.options)
+
+
+@lru_cache(maxsize=65536)
+def _action(profile: Profile, tag: int) -> Action:
+    """``profile.action(tag)``, looked up once per profile and tag (every file asks again)."""
+    return profile.action(tag)
 
 
 def _words(values: Iterable[str]) -> re.Pattern[str] | None:
@@ -465,7 +472,7 @@ class _Engine:
         vr = _raw_vr(tag, raw)
         if vr is None or vr in ("SQ", "UI") or len(vr) != 2:
             return None  # unknown (removed by ``element``), nested, remapped or ambiguous
-        action = self.profile.action(tag)
+        action = _action(self.profile, tag)
         if action is Action.REMOVE:
             self.count("remove")
             return _DROP
@@ -524,7 +531,7 @@ class _Engine:
         if not dictionary_has_tag(tag):
             self.count("unknown_removed")
             return None
-        action = self.profile.action(tag)
+        action = _action(self.profile, tag)
         self.count(action.name.lower())
         if action is Action.REMOVE:
             return None
@@ -591,7 +598,7 @@ class _Engine:
 
     def _dummy_element(self, element: DataElement, registered: bool) -> DataElement | None:
         tag, vr, value = int(element.tag), element.VR, element.value
-        action = self.profile.action(tag)
+        action = _action(self.profile, tag)
         if tag not in (PATIENT_ID, PATIENT_NAME) and (
                 vr == "UI" or action in (Action.REMOVE, Action.EMPTY) or _graphics_group(tag)
                 or not dictionary_has_tag(tag)):
@@ -751,12 +758,12 @@ class Finding:
 
 def _walk(ds: Dataset, prefix: str = ""
           ) -> Iterator[tuple[str, int, str | None, Any]]:
-    """(path, tag, VR, value) of every element at any depth but sequences. An element not
-    yet decoded is given as read (its value bytes; decoding every number of a header only
-    to search it as text would double the scan's cost)."""
+    """(where, tag, VR, value) of every element at any depth but sequences: ``where`` is the
+    path of the dataset holding it (``_path`` adds the tag, only for a finding). An element
+    not yet decoded is given as read (its value bytes; decoding every number of a header
+    only to search it as text would double the scan's cost)."""
     for key in sorted(ds.keys()):
         tag = int(key)
-        path = f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X})"
         element = ds.get_item(key)
         vr = _raw_vr(tag, element) if element.is_raw else element.VR
         if element.is_raw and (vr is None or vr == "SQ" or len(vr) != 2):
@@ -764,9 +771,13 @@ def _walk(ds: Dataset, prefix: str = ""
             vr = element.VR
         if vr == "SQ":
             for index, item in enumerate(element.value or []):
-                yield from _walk(item, f"{path}[{index}]")
+                yield from _walk(item, f"{_path(prefix, tag)}[{index}]")
         else:
-            yield path, tag, vr, element.value
+            yield prefix, tag, vr, element.value
+
+
+def _path(prefix: str, tag: int) -> str:
+    return f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
 def _uid_values(value: Any) -> list[str]:
@@ -800,7 +811,7 @@ def residual_identifiers(source: Dataset, output: Dataset, extra: Iterable[str] 
     findings: list[Finding] = []
     if not patterns:
         return findings
-    for path, tag, vr, value in _walk(output):
+    for where, tag, vr, value in _walk(output):
         if value in (None, b"", ""):
             continue
         if profile is not None and _retained(profile, tag):
@@ -811,6 +822,6 @@ def residual_identifiers(source: Dataset, output: Dataset, extra: Iterable[str] 
                     else str(value))
         for pattern, kind in patterns:
             if pattern.search(haystack):
-                findings.append(Finding(path, kind))
+                findings.append(Finding(_path(where, tag), kind))
                 break
     return findings
