@@ -150,8 +150,9 @@ def plan(archive: Archive, spec: ReleaseSpec) -> Plan:
                 "site's identifiable archive; export a research project instead.")
         if target["zone"] != RESEARCH:
             raise InvalidInputError(
-                f"Project {spec.target!r} is not a research project: create one with "
-                f"`imagebank project create {spec.target}x --research --policy SITE.yaml`.")
+                f"Project {spec.target!r} is not a research project, and only a research "
+                "project receives a share: create one with `imagebank project create NAME "
+                "--research --policy SITE.yaml`.")
         if spec.options or spec.policy:
             raise InvalidInputError("A share uses the research project's own policy and "
                                     "options; they are not given again.")
@@ -160,11 +161,11 @@ def plan(archive: Archive, spec: ReleaseSpec) -> Plan:
         key_name = spec.key_name or spec.target
     else:
         if source["zone"] == RESEARCH:
-            if spec.options or spec.policy or spec.key_file:
+            if spec.options or spec.policy or spec.key_file or spec.key_name:
                 raise InvalidInputError(
                     f"Project {spec.source!r} is a research project: its data was "
                     "de-identified on the way in, under its own policy, and is exported as "
-                    "stored; no --policy, --option or --key-file applies.")
+                    "stored; no --policy, --option, --key or --key-file applies.")
             text = source.get("policy")
             policy = parse_policy(text, f"project {spec.source}") if text else None
             return Plan(spec, None, policy, text, None, None)
