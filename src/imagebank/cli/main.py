@@ -322,6 +322,68 @@ def ingest(
     raise typer.Exit(0 if summary.ok else 1)
 
 
+clinical_app = typer.Typer(help="Clinical data beside the images (HL7 FHIR R4).",
+                           no_args_is_help=True)
+app.add_typer(clinical_app, name="clinical")
+
+
+@clinical_app.command("import")
+def clinical_import(
+    paths: Annotated[list[Path], typer.Argument(
+        help="FHIR R4 bundles (.json) and bulk-export NDJSON files, or folders of them.")],
+    project: Annotated[str, typer.Option("--project", "-p", help="Project to import into.")],
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Validate every resource against the R4B models (slower).")] = False,
+    jsonl: JsonlOption = False,
+) -> None:
+    """Import clinical data (FHIR R4) into a project, linked to its subjects by NHS number or
+    local identifier. Exit 0 when every resource was read, 1 when any was a problem (each is
+    counted; the rest is imported)."""
+    from imagebank.services.clinical import import_clinical
+
+    archive = state.open()
+    archive.ensure_project(project)
+    archive.admit(project)
+    for path in paths:
+        if not path.exists():
+            raise InvalidInputError(f"Nothing to import at {path}: no such file or folder.")
+
+    def report(summary: Any) -> None:
+        if jsonl:
+            out.print(json.dumps({"event": "progress", **summary.as_dict()}), markup=False,
+                      highlight=False, soft_wrap=True)
+        else:
+            bar.update(sum(summary.resources.values()), None,
+                       f"{summary.patients:,} patients, {summary.facts:,} facts")
+
+    if jsonl:
+        summary = import_clinical(archive, paths, project, strict=strict, progress=report)
+    else:
+        from imagebank.cli.progress import JobProgress
+
+        with JobProgress(err, "clinical", unit="resources") as bar:
+            summary = import_clinical(archive, paths, project, strict=strict, progress=report)
+    _cli_audit(_runtime(), "clinical_import", project=project)
+    if jsonl:
+        for problem in summary.problems:
+            out.print(json.dumps({"event": "problem", "source": problem.label,
+                                  "reason": problem.reason, "message": problem.message}),
+                      markup=False, highlight=False, soft_wrap=True)
+        out.print(json.dumps({"event": "summary", **summary.as_dict()}), markup=False,
+                  highlight=False, soft_wrap=True)
+    else:
+        out.print(f"[bold]{summary.facts:,}[/] facts of [bold]{summary.patients:,}[/] patients "
+                  f"({summary.added:,} new; {summary.linked:,} patients linked to subjects "
+                  f"already there, {summary.new_subjects:,} new subjects).", highlight=False)
+        for problem in summary.problems[:20]:
+            err.print(f"{escape(problem.label)}: {problem.reason}: {escape(problem.message)}",
+                      highlight=False, soft_wrap=True)
+        if summary.reasons:
+            reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(summary.reasons.items()))
+            out.print(f"Problems: {reasons}.", highlight=False)
+    raise typer.Exit(0 if summary.ok else 1)
+
+
 def _print_summary(summary: Any) -> None:
     out.print(
         f"[bold]{summary.stored}[/] stored ({summary.bytes_stored / 1e6:,.1f} MB), "

@@ -26,13 +26,18 @@ if TYPE_CHECKING:
 
 
 class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str = "files", megabytes: bool = True) -> None:
+        super().__init__()
+        self.unit, self.megabytes = unit, megabytes
+
     def render(self, task: Task) -> Text:
         elapsed = task.elapsed or 0.0
         if elapsed <= 0:
             return Text("")
-        files = task.completed / elapsed
-        mb = task.fields.get("bytes", 0) / elapsed / 1e6
-        return Text(f"{files:,.0f} files/s {mb:,.1f} MB/s", style="cyan")
+        rate = f"{task.completed / elapsed:,.0f} {self.unit}/s"
+        if self.megabytes:
+            rate += f" {task.fields.get('bytes', 0) / elapsed / 1e6:,.1f} MB/s"
+        return Text(rate, style="cyan")
 
 
 class IngestProgress:
@@ -140,10 +145,10 @@ class JobProgress:
     """A job run by the CLI (``share``, ``export``): a bar of objects done out of the total,
     with the job's own message (counts, never values)."""
 
-    def __init__(self, console: Console, label: str) -> None:
+    def __init__(self, console: Console, label: str, unit: str = "objects") -> None:
         self.progress = Progress(
             SpinnerColumn(), TextColumn(f"[bold]{label}"), BarColumn(),
-            MofNCompleteColumn(), _RateColumn(),
+            MofNCompleteColumn(), _RateColumn(unit, megabytes=False),
             TextColumn("{task.fields[message]}"), TimeElapsedColumn(),
             console=console, transient=False,
         )

@@ -54,6 +54,10 @@ class IdDeriver:
     def series_id(self, project_id: str, series_instance_uid: str) -> str:
         return self._derive("series", project_id, series_instance_uid)
 
+    def fact_id(self, project_id: str, source_id: str) -> str:
+        """A clinical fact, by the source's own ID of the statement (issue 6)."""
+        return self._derive("fact", project_id, source_id)
+
     def instance_id(self, project_id: str, sop_instance_uid: str) -> str:
         return self._derive("instance", project_id, sop_instance_uid)
 

@@ -20,6 +20,7 @@ from imagebank.index.tables import (
     ArchiveMeta,
     Base,
     Change,
+    ClinicalFact,
     Instance,
     Project,
     QuarantineItem,
@@ -588,3 +589,32 @@ def project_counts(session: Session, project_id: str) -> dict[str, int]:
 def get_resource(session: Session, resource_id: str) -> dict[str, Any] | None:
     obj = session.get(Resource, resource_id)
     return None if obj is None else _row(obj)
+
+
+# -- clinical facts (issue 6) -------------------------------------------------------------------
+def subjects_by_patient_ids(session: Session, project_id: str, patient_ids: Sequence[str]
+                            ) -> list[dict[str, Any]]:
+    """The project's subjects whose PatientID is one of ``patient_ids``."""
+    if not patient_ids:
+        return []
+    stmt = select(Subject.id, Subject.patient_id, Subject.issuer_of_patient_id,
+                  Subject.num_studies).where(Subject.project_id == project_id,
+                                             Subject.patient_id.in_(list(patient_ids)))
+    return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+def add_subjects(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Subjects known from their clinical records only (no study yet); the IDs inserted."""
+    return _insert_new(session, Subject, rows, {"created_at": now(), "num_studies": 0})
+
+
+def add_clinical_facts(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert facts not there yet (by ID); how many were inserted."""
+    return len(_insert_new(session, ClinicalFact, rows, {"imported_at": now()}))
+
+
+def clinical_fact_counts(session: Session, project_id: str | None = None) -> dict[str, int]:
+    stmt = select(ClinicalFact.kind, func.count()).group_by(ClinicalFact.kind)
+    if project_id is not None:
+        stmt = stmt.where(ClinicalFact.project_id == project_id)
+    return {str(kind): int(n) for kind, n in session.execute(stmt)}

@@ -114,6 +114,37 @@ class Subject(Base):
     )
 
 
+class ClinicalFact(Base):
+    """One clinical statement about a subject (issue 6), as imported: codes as given (their
+    system's short name, ``domain.clinical.code_system_name``), a value, a unit, its time."""
+
+    __tablename__ = "clinical_facts"
+    #: Derived from the project and the source's own ID of the statement: an import run
+    #: again adds nothing.
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    system: Mapped[str] = mapped_column(String(255), default="")
+    code: Mapped[str] = mapped_column(String(255), default="")
+    display: Mapped[str] = mapped_column(Text, default="")
+    value_number: Mapped[float | None] = mapped_column(Float)
+    value_text: Mapped[str] = mapped_column(Text, default="")
+    value_system: Mapped[str] = mapped_column(String(255), default="")
+    unit: Mapped[str] = mapped_column(String(64), default="")
+    start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(32), default="")
+    #: Other codes of the same statement, study links (JSON).
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(None, "project_id", "kind", "system", "code"),
+        Index(None, "subject_id", "kind", "start"),
+    )
+
+
 class Study(Base):
     __tablename__ = "studies"
     id: Mapped[str] = mapped_column(ID, primary_key=True)

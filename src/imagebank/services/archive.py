@@ -285,6 +285,9 @@ class Archive:
         with self.sessions.begin() as session:
             counts: dict[str, Any] = dict(repo.count_rows(session))
             counts["quarantine_reasons"] = repo.quarantine_reasons(session)
+            by_kind = repo.clinical_fact_counts(session)
+            counts["clinical_facts"] = sum(by_kind.values())
+            counts["clinical_facts_by_kind"] = by_kind
         return counts
 
     # -- resources ------------------------------------------------------------------------
