@@ -108,3 +108,20 @@ def test_problems_are_counted_and_the_rest_is_imported(sqlite_archive: Archive,
     assert summary.reasons == {"orphan": 1, "not_json": 1}
     assert summary.facts == sum(_fact_counts(sqlite_archive).values()) > 3000
     assert all("nobody" not in p.message for p in summary.problems)
+
+
+def test_a_patient_without_identifier_is_a_problem_that_names_no_id(sqlite_archive: Archive,
+                                                                    tmp_path: Path) -> None:
+    sqlite_archive.create_project("site")
+    folder = tmp_path / "extract"
+    folder.mkdir()
+    (folder / "Patient.000.ndjson").write_text(
+        '{"resourceType": "Patient", "id": "9434765919", "gender": "female"}\n')
+    (folder / "Condition.000.ndjson").write_text(
+        '{"resourceType": "Condition", "id": "c1", "subject": {"reference": '
+        '"Patient/9434765919"}, "code": {"coding": [{"system": "http://snomed.info/sct", '
+        '"code": "254637007"}]}}\n')
+    summary = import_clinical(sqlite_archive, [folder], "site")
+    assert summary.reasons == {"no_identifier": 1} and summary.facts == 0
+    assert _fact_counts(sqlite_archive) == {}
+    assert all("9434765919" not in p.label + p.message for p in summary.problems)

@@ -129,7 +129,8 @@ def _subject(archive: Archive, project: str, record: ClinicalRecord,
              summary: ClinicalSummary) -> str | None:
     preferred = record.preferred()
     if preferred is None:
-        _problem(summary, FhirProblem(record.source_id, "no_identifier",
+        # Labelled without its resource ID: a source may use an identifier as the ID.
+        _problem(summary, FhirProblem("a Patient resource", "no_identifier",
                                       "A Patient with no identifier imagebank can link (an "
                                       "NHS number, or a value with its system): its facts "
                                       "are not imported."))
