@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +104,13 @@ def output_files(out: Path) -> list[Path]:
 
 def read(path: Path) -> Dataset:
     return pydicom.dcmread(io.BytesIO(path.read_bytes()))
+
+
+DCIODVFY = shutil.which("dciodvfy")
+
+
+def dciodvfy_errors(path: Path) -> set[str]:
+    """The error lines dciodvfy (Debian's dicom3tools) prints for a file."""
+    assert DCIODVFY, "dciodvfy is missing: apt-get install dicom3tools (.ci/run does)"
+    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
+    return {line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")}

@@ -1,7 +1,9 @@
 """API test helpers: a populated archive with one user per role, and HTTP clients.
 
-``world`` holds two projects: "alpha" (two synthetic studies) and "beta" (one study, on which
-nobody but the administrator has a role). Users, all with the same password:
+``world`` holds three projects: "alpha" (two synthetic studies), "beta" (one study, on which
+nobody but the administrator has a role) and "lab", a research project (policy leeds.yaml,
+owned by ``owner``, empty until something is shared into it). Users, all with the same
+password:
 
 * ``admin`` - site administrator, no project role;
 * ``owner``, ``member``, ``collaborator``, ``viewer`` - that role on "alpha";
@@ -13,6 +15,8 @@ alpha's objects (subject, study, series, instance, resource) and beta's (``beta_
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +83,20 @@ def build_world(runtime: Runtime, tmp_path: Path) -> World:
         accounts.grant("alpha", role, role)
     accounts.grant("lab", "owner", "owner")
     return world
+
+
+@contextmanager
+def sqlite_world_and_client(folder: Path) -> Iterator[tuple[World, TestClient]]:
+    """A world on SQLite in ``folder`` and its client, for a module-scoped fixture."""
+    from imagebank.services.archive import Archive
+
+    archive = Archive.open(folder / "data", workers=1)
+    try:
+        world = build_world(Runtime.for_archive(archive), folder)
+        with make_client(world) as client:
+            yield world, client
+    finally:
+        archive.close()
 
 
 def make_client(world: World, *, background: bool = False) -> TestClient:

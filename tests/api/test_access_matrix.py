@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from apiworld import PASSWORD, World, build_world, make_client, problem
+from apiworld import PASSWORD, World, problem, sqlite_world_and_client
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -437,14 +437,8 @@ def check_route(ctx: Ctx, method: str, template: str) -> None:
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
     """One SQLite world for the whole module (the write routes leave it usable)."""
-    folder = tmp_path_factory.mktemp("matrix")
-    archive = Archive.open(folder / "data", workers=1)
-    try:
-        world = build_world(Runtime.for_archive(archive), folder)
-        with make_client(world) as client:
-            yield make_ctx(world, client)
-    finally:
-        archive.close()
+    with sqlite_world_and_client(tmp_path_factory.mktemp("matrix")) as (world, client):
+        yield make_ctx(world, client)
 
 
 @pytest.mark.parametrize(("method", "template"), sorted(EXPECTED),

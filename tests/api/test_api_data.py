@@ -15,7 +15,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from apiworld import PASSWORD, World, build_world, make_client, problem
+from apiworld import PASSWORD, World, problem, sqlite_world_and_client
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 
@@ -61,14 +61,8 @@ def count_instances(world: World, project: str = "alpha") -> int:
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, TestClient]]:
     """One SQLite world for the tests that only read, and one that adds an instance (none of
     them depends on the counts of another)."""
-    folder = tmp_path_factory.mktemp("shared")
-    archive = Archive.open(folder / "data", workers=1)
-    try:
-        world = build_world(Runtime.for_archive(archive), folder)
-        with make_client(world) as client:
-            yield world, client
-    finally:
-        archive.close()
+    with sqlite_world_and_client(tmp_path_factory.mktemp("shared")) as shared:
+        yield shared
 
 
 # -- uploads ----------------------------------------------------------------------------------

@@ -13,13 +13,16 @@ from typing import Any
 
 import pydicom
 import pytest
-from apiworld import DOCS_POLICIES, World, build_world, make_client, problem
+from apiworld import (
+    DOCS_POLICIES,
+    World,
+    problem,
+    sqlite_world_and_client,
+)
 from fastapi.testclient import TestClient
 
 from deidkit import OUTPUT_NAME
 from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
-from imagebank.services.archive import Archive
-from imagebank.services.runtime import Runtime
 
 V1 = "/api/v1"
 LEEDS = (DOCS_POLICIES / "leeds.yaml").read_text()
@@ -54,14 +57,8 @@ def _stow(parts: list[bytes]) -> tuple[bytes, dict[str, str]]:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, TestClient]]:
     """One SQLite world for the refusals (which change nothing) and a new project."""
-    folder = tmp_path_factory.mktemp("release")
-    archive = Archive.open(folder / "data", workers=1)
-    try:
-        world = build_world(Runtime.for_archive(archive), folder)
-        with make_client(world) as client:
-            yield world, client
-    finally:
-        archive.close()
+    with sqlite_world_and_client(tmp_path_factory.mktemp("release")) as shared:
+        yield shared
 
 
 def _unchanged(world: World) -> tuple[int, int, bool]:

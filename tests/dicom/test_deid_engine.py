@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import copy
 import io
-import shutil
-import subprocess
 from pathlib import Path
 
 import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from deidkit import dciodvfy_errors, unknown_public_tag
 from imagebank.dicom.deid import DeidConfig, Refused, deidentify, residual_identifiers
 from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
 from imagebank.domain.confidentiality import Profile
@@ -24,17 +22,11 @@ from imagebank.domain.pseudonyms import Pseudonymiser
 from testkit import SHARED_DATA
 
 KEY = bytes(range(32))
-DCIODVFY = shutil.which("dciodvfy")
 NAME, PATIENT, BIRTH = "SMITHSON^ALEXANDRA", "9434765919", "19611203"
 
 
 def _config(*options: str, safe: frozenset[tuple[str, int]] = frozenset()) -> DeidConfig:
     return DeidConfig(Profile.of(options), Pseudonymiser(KEY), safe)
-
-
-def _unknown_public_tag() -> int:
-    return next(t for t in range(0x00301000, 0x7FFFFFFF, 0x00020000)
-                if (t >> 16) % 2 == 0 and not dictionary_has_tag(t))
 
 
 def _phi_study() -> list[Dataset]:
@@ -57,7 +49,7 @@ def _phi_study() -> list[Dataset]:
         ds.add_new(0x00090010, "LO", "ACME 1.0")
         ds.add_new(0x00091001, "LO", NAME)  # a name in a private tag
         ds.add_new(0x00091002, "DS", "1.5")  # harmless, but private
-        ds.add_new(_unknown_public_tag(), "LO", PATIENT)
+        ds.add_new(unknown_public_tag(), "LO", PATIENT)
         request = Dataset()
         request.AccessionNumber = "RR99887766"
         request.RequestedProcedureDescription = f"Chest {PATIENT}"
@@ -113,7 +105,7 @@ def test_the_basic_profile_leaves_no_identifier_behind() -> None:
     assert out.InstitutionName == "ANONYMOUS"  # X/Z/D: a dummy keeps the IOD conformant
     # private and unknown attributes are gone; nested sequences were de-identified too
     assert not any(int(e.tag) >> 16 == 0x0009 for e in out)
-    assert _unknown_public_tag() not in out
+    assert unknown_public_tag() not in out
     assert "RequestAttributesSequence" not in out
     region = out.AnatomicRegionSequence[0]
     assert region.CodeValue == "T-D3000" and region.AccessionNumber in ("", None)
@@ -206,11 +198,6 @@ def test_the_residual_scan_finds_a_leak_and_says_where_not_what() -> None:
     assert all("smithson" not in f.path.lower() and PATIENT not in f.path for f in findings)
 
 
-def _dciodvfy_errors(path: Path) -> set[str]:
-    assert DCIODVFY, "dciodvfy is missing: apt-get install dicom3tools (.ci/run does)"
-    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
-    return {line for line in (run.stdout + run.stderr).splitlines()
-            if line.startswith("Error")}
 
 
 def _write(ds: Dataset, path: Path) -> Path:
@@ -258,7 +245,7 @@ def test_outputs_pass_dciodvfy_with_no_new_errors(tmp_path: Path,
         config = _config(*options)
         out = deidentify(ds, config).dataset
         written = _write(out, tmp_path / f"out{number}.dcm")
-        new = _dciodvfy_errors(written) - _dciodvfy_errors(source)
+        new = dciodvfy_errors(written) - dciodvfy_errors(source)
         assert not new, (source.name, sorted(new)[:5])
         assert residual_identifiers(ds, out, profile=config.profile) == []
         again = pydicom.dcmread(written)

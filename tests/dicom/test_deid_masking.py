@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import io
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from deidkit import dciodvfy_errors
 from imagebank.dicom.deid import DeidConfig, Refused, deidentify, needs_pixels
 from imagebank.dicom.masking import (
     CLEAN_PIXEL_DATA_CODE,
@@ -38,7 +37,6 @@ from imagebank.services.policies import load_policy
 from testkit import REPO
 
 KEY = bytes(range(32))
-DCIODVFY = shutil.which("dciodvfy")
 NAME, PATIENT, BIRTH = "SMITHSON^ALEXANDRA", "9434765919", "19611203"
 MAKER, MODEL = "ACME Ultrasound", "Sonic 9"
 ROWS, COLUMNS = 40, 48
@@ -196,11 +194,6 @@ def _assert_masked(after: np.ndarray, before: np.ndarray, frames: int, blank: in
         assert (got[~region] == was[~region]).all()  # every pixel outside, unchanged
 
 
-def _dciodvfy_errors(path: Path) -> set[str]:
-    assert DCIODVFY, "dciodvfy is missing: apt-get install dicom3tools (.ci/run does)"
-    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
-    return {line for line in (run.stdout + run.stderr).splitlines()
-            if line.startswith("Error")}
 
 
 def _write(ds: Dataset, path: Path) -> Path:
@@ -244,7 +237,7 @@ def test_the_rule_blanks_its_rectangles_and_nothing_else(tmp_path: Path, kind: s
         assert out.LossyImageCompression == "01"  # once lossy, always flagged
     if kind == "ct-signed16":
         assert out.SmallestImagePixelValue == -32768 and out.LargestImagePixelValue == 3000
-    new = _dciodvfy_errors(written) - _dciodvfy_errors(source)
+    new = dciodvfy_errors(written) - dciodvfy_errors(source)
     assert not new, sorted(new)[:5]
 
 

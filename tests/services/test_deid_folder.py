@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import subprocess
 import time
 import zipfile
 from pathlib import Path
@@ -19,6 +17,7 @@ from pydicom.dataset import Dataset
 from deidkit import (
     OUTPUT_NAME,
     PATIENTS,
+    dciodvfy_errors,
     output_files,
     phi_datasets,
     read,
@@ -33,7 +32,6 @@ from imagebank.services.deid import PARTIAL, Status, deidentify_folder, make_con
 from testkit import SHARED_DATA
 
 KEY = bytes(range(32))
-DCIODVFY = shutil.which("dciodvfy")
 OTHER_KEY = bytes(range(1, 33))
 
 
@@ -251,10 +249,6 @@ def test_nothing_half_written_when_a_run_stops(tmp_path: Path,
     assert leftovers == []
 
 
-def _dciodvfy_errors(path: Path) -> set[str]:
-    assert DCIODVFY, "dciodvfy is missing: apt-get install dicom3tools"
-    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
-    return {line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")}
 
 
 def test_copied_pixels_give_the_bytes_a_full_parse_gives_and_dciodvfy_agrees(
@@ -277,7 +271,7 @@ def test_copied_pixels_give_the_bytes_a_full_parse_gives_and_dciodvfy_agrees(
             buffer = io.BytesIO()
             pydicom.dcmwrite(buffer, whole, enforce_file_format=True)
             assert written == buffer.getvalue()
-            assert not _dciodvfy_errors(path) - _dciodvfy_errors(original)
+            assert not dciodvfy_errors(path) - dciodvfy_errors(original)
 
 
 def test_what_follows_the_pixels_and_compressed_pixels_are_handled(tmp_path: Path) -> None:

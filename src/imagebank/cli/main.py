@@ -84,6 +84,11 @@ def _print_json(value: Any) -> None:
     out.print_json(json.dumps(value, default=str))
 
 
+def _json_line(value: Any) -> None:
+    """One JSON line on stdout (``--json``, ``--jsonl``), as it is: no markup, no wrapping."""
+    out.print(json.dumps(value), markup=False, highlight=False, soft_wrap=True)
+
+
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], title: str) -> None:
     table = Table(title=title, show_lines=False)
     for _, header in columns:
@@ -315,8 +320,7 @@ def ingest(
     with progress:
         summary = archive.ingest(paths, project, progress=progress.update, workers=workers)
     if jsonl:
-        out.print(json.dumps({"event": "summary", **summary.as_dict()}), markup=False,
-                  highlight=False, soft_wrap=True)
+        _json_line({"event": "summary", **summary.as_dict()})
     else:
         _print_summary(summary)
     raise typer.Exit(0 if summary.ok else 1)
@@ -350,8 +354,7 @@ def clinical_import(
 
     def report(summary: Any) -> None:
         if jsonl:
-            out.print(json.dumps({"event": "progress", **summary.as_dict()}), markup=False,
-                      highlight=False, soft_wrap=True)
+            _json_line({"event": "progress", **summary.as_dict()})
         else:
             bar.update(sum(summary.resources.values()), None,
                        f"{summary.patients:,} patients, {summary.facts:,} facts")
@@ -366,11 +369,9 @@ def clinical_import(
     _cli_audit(_runtime(), "clinical_import", project=project)
     if jsonl:
         for problem in summary.problems:
-            out.print(json.dumps({"event": "problem", "source": problem.label,
-                                  "reason": problem.reason, "message": problem.message}),
-                      markup=False, highlight=False, soft_wrap=True)
-        out.print(json.dumps({"event": "summary", **summary.as_dict()}), markup=False,
-                  highlight=False, soft_wrap=True)
+            _json_line({"event": "problem", "source": problem.label,
+                        "reason": problem.reason, "message": problem.message})
+        _json_line({"event": "summary", **summary.as_dict()})
     else:
         out.print(f"[bold]{summary.facts:,}[/] facts of [bold]{summary.patients:,}[/] patients "
                   f"({summary.added:,} new; {summary.linked:,} patients linked to subjects "
@@ -537,7 +538,7 @@ def stats(as_json: JsonOption = False) -> None:
     """Counts of everything in the archive."""
     counts = state.open().stats()
     if as_json:
-        out.print(json.dumps(counts), markup=False, highlight=False, soft_wrap=True)
+        _json_line(counts)
         return
     for key, value in counts.items():
         out.print(f"{key:>12}: {value}")
@@ -568,7 +569,7 @@ def check(
         report = archive.check(repair=repair, verify_checksums=verify_checksums,
                                staging_age=staging_age, progress=show)
     if as_json:
-        out.print(json.dumps(report.as_dict()), markup=False, highlight=False, soft_wrap=True)
+        _json_line(report.as_dict())
     else:
         for key, value in report.as_dict().items():
             out.print(f"{key:>24}: {value}")
@@ -690,9 +691,8 @@ def deid(
                   "finish (what is there already is kept).", highlight=False)
         raise typer.Exit(130) from None
     if jsonl:
-        out.print(json.dumps({"event": "summary", "key_fingerprint": fingerprint(key),
-                              **summary.as_dict()}),
-                  markup=False, highlight=False, soft_wrap=True)
+        _json_line({"event": "summary", "key_fingerprint": fingerprint(key),
+                    **summary.as_dict()})
     else:
         _print_deid_summary(summary, output, f"{where}, fingerprint {fingerprint(key)}")
     raise typer.Exit(0 if summary.ok else 1)
@@ -771,9 +771,8 @@ def _run_release_job(spec: Any, label: str, jsonl: bool) -> None:
     try:
         if jsonl:
             def report(done: int, total: int | None, message: str) -> None:
-                out.print(json.dumps({"event": "progress", "job": job["id"], "done": done,
-                                      "total": total, "message": message}),
-                          markup=False, highlight=False, soft_wrap=True)
+                _json_line({"event": "progress", "job": job["id"], "done": done,
+                            "total": total, "message": message})
             ended = jobs.run(job["id"], report)
         else:
             with JobProgress(err, label) as bar:
@@ -789,8 +788,7 @@ def _run_release_job(spec: Any, label: str, jsonl: bool) -> None:
                              f"{ended.get('error') or ended.get('message')}")
     result = ended["result"]
     if jsonl:
-        out.print(json.dumps({"event": "summary", "job": job["id"], **result}),
-                  markup=False, highlight=False, soft_wrap=True)
+        _json_line({"event": "summary", "job": job["id"], **result})
     else:
         key = (f"; key fingerprint {resolved.key_fingerprint}"
                if resolved.key_fingerprint else "; sent as stored (already de-identified)")

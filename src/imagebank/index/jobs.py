@@ -41,17 +41,7 @@ def claim_next(session: Session) -> dict[str, Any] | None:
     job_id = session.scalar(
         select(Job.id).where(Job.state == "queued").order_by(Job.created_at, Job.id).limit(1)
     )
-    if job_id is None:
-        return None
-    stamp = now()
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.state == "queued")
-        .values(state="running", started_at=stamp, updated_at=stamp,
-                attempts=Job.attempts + 1)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return None  # another runner took it
-    return get_job(session, job_id)
+    return None if job_id is None else claim(session, job_id)  # None: another runner took it
 
 
 def claim(session: Session, job_id: str) -> dict[str, Any] | None:

@@ -282,12 +282,10 @@ class Jobs:
                              force=done in (0, total))
 
         settings = self.archive.settings
-        download = self.exports / f"{context.job['id']}.zip"
-        if spec.kind == "release" and spec.target == str(download):
-            self.exports.mkdir(parents=True, exist_ok=True)
         result = run_release(self.archive, spec, context.job["id"], progress=report,
                              workers=min(settings.workers, 4), scheduler=settings.jobs,
                              start_method="forkserver")
+        download = self.exports / f"{context.job['id']}.zip"  # the zip sink makes the folder
         if spec.kind == "release" and spec.target == str(download):
             result["file"] = download.name  # GET /jobs/{id}/result
             result["to"] = {"zip": "download"}
