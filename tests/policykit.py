@@ -93,4 +93,5 @@ def policies(draw: st.DrawFn) -> Policy:
         masking=frozenset(masks.values()),
         site=site,
         review_date=draw(st.none() | st.dates(date(2000, 1, 1), date(2100, 12, 31))),
+        count_rounding=draw(st.sampled_from([1, 5, 10]) | st.integers(1, 1000)),
     )

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 
 from imagebank.domain.confidentiality import Option, Profile
 from imagebank.domain.policy import (
+    Loosening,
     MaskingRule,
     Policy,
     PolicyRefusal,
@@ -25,6 +26,7 @@ from imagebank.domain.policy import (
     loosenings,
     merge,
     merge_two,
+    shown_count,
 )
 from policykit import policies
 
@@ -122,6 +124,27 @@ def test_scalars_take_the_strictest_value() -> None:
     assert merged.retention == Retention(3650, project_end=True)
     assert merged.review_date == date(2026, 3, 31)
     assert merge_two(a, _policy(retention=Retention(365))).retention == Retention(365)
+
+
+def test_count_rounding_merges_to_a_multiple_of_every_sites_base() -> None:
+    five, three, one = (_policy(count_rounding=n) for n in (5, 3, 1))
+    assert merge_two(five, three).count_rounding == 15
+    assert merge_two(five, one).count_rounding == 5
+    assert merge_two(five, _policy(count_rounding=10)).count_rounding == 10
+    assert loosenings(_policy(count_rounding=10), five) == [
+        Loosening("count_rounding", "counts rounded to multiples of 5, not of 10")]
+    assert loosenings(five, _policy(count_rounding=10)) == []
+    with pytest.raises(ValueError, match="count_rounding"):
+        _policy(count_rounding=0)
+
+
+@pytest.mark.parametrize(("count", "smallest", "base", "shown"), [
+    (0, 10, 5, 0), (1, 10, 5, "< 10"), (9, 10, 5, "< 10"), (10, 10, 5, 10), (12, 10, 5, 10),
+    (13, 10, 5, 15), (1234, 10, 1, 1234), (1, 1, 1, 1), (2, 1, 5, "< 5"), (3, 1, 5, 5),
+    (149, 8, 100, 100), (150, 8, 100, 200)])
+def test_counts_shown_outside_the_site(count: int, smallest: int, base: int,
+                                       shown: int | str) -> None:
+    assert shown_count(count, _policy(smallest_count=smallest, count_rounding=base)) == shown
 
 
 def test_site_details_survive_only_when_every_site_agrees() -> None:

@@ -21,6 +21,7 @@ and safe-private set the de-identification engine takes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -161,10 +162,14 @@ class Policy:
     masking: frozenset[MaskingRule] = frozenset()
     site: Site = field(default_factory=Site)
     review_date: date | None = None
+    #: Counts shown outside the site are rounded to the nearest multiple of this (1: exact).
+    count_rounding: int = 1
 
     def __post_init__(self) -> None:
         if self.smallest_count < 1:
             raise ValueError("smallest_count must be at least 1")
+        if self.count_rounding < 1:
+            raise ValueError("count_rounding must be at least 1")
         for option, needed in _IMPLIES.items():
             if option in self.allowed_options and needed not in self.allowed_options:
                 raise ValueError(f"{option.value} is allowed without {needed.value}")
@@ -208,6 +213,19 @@ def _merge_masking(rules: Iterable[MaskingRule]) -> frozenset[MaskingRule]:
     return frozenset(merged)
 
 
+def shown_count(count: int, policy: Policy) -> int | str:
+    """A count of people as it may be shown outside the site: 0 as it is, counts from 1 to
+    below ``smallest_count`` as ``"< N"``, others rounded half up to a multiple of
+    ``count_rounding`` (one that would round to 0 is shown as ``"< base"`` instead)."""
+    if count <= 0:
+        return 0
+    if count < policy.smallest_count:
+        return f"< {policy.smallest_count}"
+    base = policy.count_rounding
+    rounded = (count + base // 2) // base * base
+    return rounded if rounded > 0 else f"< {base}"
+
+
 def _min_optional(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
@@ -239,6 +257,8 @@ def merge_two(a: Policy, b: Policy) -> Policy:
         masking=_merge_masking([*a.masking, *b.masking]),
         site=a.site if a.site == b.site else Site(),
         review_date=review,
+        # A multiple of both sites' bases: rounded as each of them asks.
+        count_rounding=math.lcm(a.count_rounding, b.count_rounding),
     )
 
 
@@ -265,6 +285,8 @@ class Harmonised:
     #: Every rectangle of the merged masking rules, by the rule's key: the sites it comes from.
     masking: Mapping[tuple[tuple[str, str, int, int], Rectangle], tuple[str, ...]]
     smallest_count: tuple[str, ...]
+    #: The sites whose rounding is not 1 (the merged base is a multiple of each).
+    count_rounding: tuple[str, ...]
     national_data_opt_out: tuple[str, ...]
     retention_days: tuple[str, ...]
     retention_project_end: tuple[str, ...]
@@ -307,6 +329,7 @@ def harmonise(sites: Sequence[tuple[str, Policy]]) -> Harmonised:
             for rect in rule.rectangles
         },
         smallest_count=which(lambda p: p.smallest_count == merged.smallest_count),
+        count_rounding=which(lambda p: p.count_rounding > 1),
         national_data_opt_out=which(lambda p: p.national_data_opt_out),
         retention_days=which(lambda p: days is not None and p.retention.days == days),
         retention_project_end=which(lambda p: p.retention.project_end),
@@ -374,6 +397,13 @@ def loosenings(a: Policy, b: Policy) -> list[Loosening]:
         found.append(
             Loosening(
                 "smallest_count", f"counts from {b.smallest_count} to {a.smallest_count - 1} shown"
+            )
+        )
+    if b.count_rounding % a.count_rounding:
+        found.append(
+            Loosening(
+                "count_rounding",
+                f"counts rounded to multiples of {b.count_rounding}, not of {a.count_rounding}",
             )
         )
     if a.national_data_opt_out and not b.national_data_opt_out:

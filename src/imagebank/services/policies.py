@@ -76,6 +76,8 @@ EXPECTED = {
     "masking.rectangles.height": f"a height in pixels, 1 to {MAX_PIXELS}",
     "smallest_count": "a whole number, at least 1: the smallest count that may be shown "
                       "outside the site",
+    "count_rounding": "a whole number, at least 1: counts shown outside the site are rounded "
+                      "to a multiple of it (1: not rounded)",
     "national_data_opt_out": "true or false: whether the National Data Opt-out applies",
     "retention": f"a number of days (1 to {MAX_DAYS}), \"project-end\", or a mapping with "
                  "days and/or project_end: true",
@@ -84,7 +86,8 @@ EXPECTED = {
     "review_date": "a date, YYYY-MM-DD",
 }
 _TOP = {"version": True, "site": False, "allowed_options": False, "safe_private": False,
-        "masking": False, "smallest_count": True, "national_data_opt_out": True,
+        "masking": False, "smallest_count": True, "count_rounding": False,
+        "national_data_opt_out": True,
         "retention": True, "review_date": False}
 
 
@@ -450,15 +453,17 @@ def _read(r: _Reader, root: Node) -> Policy | None:
     masking = _read_masking(r, got["masking"]) if "masking" in got else []
     count = (r.integer(got["smallest_count"], "smallest_count", 1)
              if "smallest_count" in got else None)
+    rounding = (r.integer(got["count_rounding"], "count_rounding", 1)
+                if "count_rounding" in got else 1)
     opt_out = (r.boolean(got["national_data_opt_out"], "national_data_opt_out")
                if "national_data_opt_out" in got else None)
     retention = _read_retention(r, got["retention"]) if "retention" in got else None
     review = _read_date(r, got["review_date"]) if "review_date" in got else None
-    if r.problems or count is None or opt_out is None or retention is None:
+    if r.problems or count is None or opt_out is None or retention is None or rounding is None:
         return None
     try:
         return Policy(count, opt_out, retention, frozenset(options), frozenset(safe),
-                      frozenset(masking), site, review)
+                      frozenset(masking), site, review, rounding)
     except ValueError as exc:  # pragma: no cover - every invariant is checked above
         r.problem(root, "", str(exc))
         return None
@@ -541,6 +546,8 @@ def policy_document(policy: Policy) -> dict[str, Any]:
                         for r in sorted(m.rectangles)]}
         for m in _sorted_rules(policy.masking)]
     doc["smallest_count"] = policy.smallest_count
+    if policy.count_rounding != 1:
+        doc["count_rounding"] = policy.count_rounding
     doc["national_data_opt_out"] = policy.national_data_opt_out
     doc["retention"] = {**({"days": policy.retention.days}
                            if policy.retention.days is not None else {}),
@@ -617,6 +624,8 @@ def render_policy(policy: Policy, *, header: Sequence[str] = (),
             lines.append(_with(f"      - {{x: {rect.x}, y: {rect.y}, width: {rect.width}, "
                                f"height: {rect.height}}}", note.mask(rule, rect)))
     lines.append(_with(f"smallest_count: {doc['smallest_count']}", note.smallest_count()))
+    if "count_rounding" in doc:
+        lines.append(_with(f"count_rounding: {doc['count_rounding']}", note.count_rounding()))
     lines.append(_with(f"national_data_opt_out: {_scalar(doc['national_data_opt_out'])}",
                        note.opt_out()))
     lines.append("retention:")
@@ -677,6 +686,11 @@ class _Notes:
             return None
         by = self.h.smallest_count
         return f"set by {self._sites(by)}" + self._others(lambda p: p.smallest_count, by)
+
+    def count_rounding(self) -> str | None:
+        if self.h is None:
+            return None
+        return "a multiple of the rounding of " + self._sites(self.h.count_rounding)
 
     def opt_out(self) -> str | None:
         if self.h is None:
