@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from imagebank.api.app import create_app
 from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
 from imagebank.services.runtime import Runtime
+from testkit import import_optout_list
 
 PASSWORD = "plum orchard velvet lantern"
 ROLES = ("owner", "member", "collaborator", "viewer")
@@ -60,6 +61,7 @@ def build_world(runtime: Runtime, tmp_path: Path) -> World:
     # A research project (the de-identified zone) that alpha's owner shares into.
     archive.create_project("lab", "Research lab", zone="research",
                            policy=(DOCS_POLICIES / "leeds.yaml").read_text())
+    import_optout_list(archive)
     write_study(tmp_path / "alpha", 0, study_number=0, slices=3)
     write_study(tmp_path / "alpha", 1, study_number=0, slices=2, modality="MR")
     write_study(tmp_path / "beta", 2, study_number=0, slices=2)

@@ -27,7 +27,7 @@ from imagebank.domain.pseudonyms import Pseudonymiser
 from imagebank.services.archive import Archive
 from imagebank.services.jobs import Jobs
 from imagebank.storage.keys import fingerprint
-from testkit import REPO
+from testkit import REPO, optout_list
 
 POLICIES = REPO / "docs" / "policies"
 LEEDS, OXFORD = POLICIES / "leeds.yaml", POLICIES / "oxford.yaml"
@@ -56,6 +56,8 @@ def _site(tmp_path: Path, patients: int = 2, slices: int = 2) -> tuple[Path, lis
     cli("project", "create", "site", data=data)
     ingested = cli("ingest", tmp_path / "site-export", "-p", "site", data=data)
     assert f"{len(files)} stored" in ingested.stdout
+    listed = cli("optout", "import", optout_list(tmp_path), "--date", "2026-11-01", data=data)
+    assert "Opt-out list of 2026-11-01 imported: 0 NHS numbers" in listed.stdout
     return data, files
 
 

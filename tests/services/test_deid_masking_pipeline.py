@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from imagebank.services.archive import Archive
 from imagebank.services.deid import choose_profile, deidentify_folder
 from imagebank.services.release import ReleaseSpec, run_release
-from testkit import REPO
+from testkit import REPO, import_optout_list
 
 LEEDS = REPO / "docs" / "policies" / "leeds.yaml"  # masks y < 50 on Philips EPIQ 7G images
 KEY = bytes(range(32))
@@ -76,6 +76,7 @@ def test_a_share_masks_under_the_research_projects_rule(sqlite_archive: Archive,
                                                         tmp_path: Path) -> None:
     sqlite_archive.create_project("site")
     sqlite_archive.create_project("lab", zone="research", policy=LEEDS.read_text())
+    import_optout_list(sqlite_archive)
     originals = [_ultrasound(seed) for seed in range(3)]
     stored = sqlite_archive.receive([(data, f"us {i}") for i, (data, _) in
                                      enumerate(originals)], "site")

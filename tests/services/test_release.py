@@ -25,7 +25,7 @@ from imagebank.domain.errors import InvalidInputError, PermissionDeniedError
 from imagebank.services.archive import Archive
 from imagebank.services.jobs import Jobs
 from imagebank.services.release import ReleaseSpec, check_destination, run_release
-from testkit import REPO
+from testkit import REPO, import_optout_list
 
 POLICIES = REPO / "docs" / "policies"
 KEY = bytes(range(32))
@@ -48,6 +48,7 @@ def _world(archive: Archive, tmp_path: Path, patients: int = 2, slices: int = 3)
                            options=["retain_long_modified_dates"])
     summary = archive.ingest([tmp_path / "site-export"], "site", workers=1)
     assert summary.stored == len(files)
+    import_optout_list(archive)
     return files
 
 

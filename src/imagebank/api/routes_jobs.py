@@ -114,7 +114,8 @@ def start_share(request: Request, project: str, body: ShareIn) -> dict[str, Any]
     if not principal.can(body.to, Permission.MANAGE):
         raise PermissionDeniedError(f"Sharing into project {body.to!r} needs the manage "
                                     "permission on it.")
-    spec = ReleaseSpec("share", project, body.to, study_ids=tuple(body.study_ids))
+    spec = ReleaseSpec("share", project, body.to, study_ids=tuple(body.study_ids),
+                       clinical=body.clinical, subject_ids=tuple(body.subject_ids))
     plan(runtime.archive, spec)  # refusals (zones, policy) before the job exists
     job = runtime.jobs.submit("share", project, spec.params(), principal.user_id)
     set_audit(request, level="job", object_id=job["id"], detail={"to": body.to})
@@ -148,7 +149,8 @@ def start_release(request: Request, project: str, body: ReleaseIn) -> dict[str, 
     policy = (render_policy(parse_policy(body.policy, "the policy"))
               if body.policy is not None else None)
     spec = ReleaseSpec("release", project, target, tuple(body.options), policy,
-                       tuple(body.study_ids), key_name=None)
+                       tuple(body.study_ids), key_name=None, clinical=body.clinical,
+                       subject_ids=tuple(body.subject_ids))
     plan(archive, spec)
     job = runtime.jobs.submit("release", project, spec.params(), principal.user_id, job_id)
     set_audit(request, level="job", object_id=job["id"],

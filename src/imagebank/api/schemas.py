@@ -317,11 +317,18 @@ StudyIds = list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]]
 
 
 class ShareIn(BaseModel):
-    """Share a project's images (or some studies) into a research project."""
+    """Share a project's images (or some studies or subjects) into a research project, with
+    their clinical tables if asked."""
 
     to: str = Field(min_length=1, max_length=63, description="The research project.")
     study_ids: StudyIds = Field(default_factory=list, max_length=10_000,
                                 description="Only these studies (default: all).")
+    subject_ids: StudyIds = Field(default_factory=list, max_length=100_000,
+                                  description="Only these subjects: their studies (unless "
+                                  "study_ids names them) and clinical data (default: all).")
+    clinical: bool = Field(default=False, description="Also the clinical tables of the "
+                           "subjects released (CSV and Parquet, pseudonyms, shifted dates), "
+                           "stored as the research project's resources.")
 
 
 class ReleaseIn(BaseModel):
@@ -336,6 +343,11 @@ class ReleaseIn(BaseModel):
     options: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list,
                                                                 max_length=16)
     study_ids: StudyIds = Field(default_factory=list, max_length=10_000)
+    subject_ids: StudyIds = Field(default_factory=list, max_length=100_000,
+                                  description="Only these subjects (their studies, unless "
+                                  "study_ids names them, and clinical data).")
+    clinical: bool = Field(default=False, description="Also the clinical tables (CSV and "
+                           "Parquet) in the zip, under clinical/; not to a DICOM node.")
 
 
 class AuditEventOut(Out):

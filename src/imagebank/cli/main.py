@@ -334,16 +334,20 @@ app.add_typer(clinical_app, name="clinical")
 @clinical_app.command("import")
 def clinical_import(
     paths: Annotated[list[Path], typer.Argument(
-        help="FHIR R4 bundles (.json) and bulk-export NDJSON files, or folders of them.")],
+        help="FHIR R4 bundles (.json) and bulk-export NDJSON files, or folders of them; with "
+             "--mapping, CSV and Parquet tables.")],
     project: Annotated[str, typer.Option("--project", "-p", help="Project to import into.")],
     strict: Annotated[bool, typer.Option(
         "--strict", help="Validate every resource against the R4B models (slower).")] = False,
+    mapping: Annotated[Path | None, typer.Option(
+        "--mapping", help="A YAML mapping file: the inputs are CSV and Parquet tables whose "
+        "columns it names (docs/clinical/mapping-example.yaml).")] = None,
     jsonl: JsonlOption = False,
 ) -> None:
-    """Import clinical data (FHIR R4) into a project, linked to its subjects by NHS number or
-    local identifier. Exit 0 when every resource was read, 1 when any was a problem (each is
-    counted; the rest is imported)."""
-    from imagebank.services.clinical import import_clinical
+    """Import clinical data (FHIR R4, or tables with --mapping) into a project, linked to its
+    subjects by NHS number or local identifier. Exit 0 when every resource (or row) was read,
+    1 when any was a problem (each is counted; the rest is imported)."""
+    from imagebank.services.clinical import clinical_reader, import_with
 
     archive = state.open()
     archive.ensure_project(project)
@@ -351,6 +355,7 @@ def clinical_import(
     for path in paths:
         if not path.exists():
             raise InvalidInputError(f"Nothing to import at {path}: no such file or folder.")
+    reader = clinical_reader(strict=strict, mapping=mapping)  # a mapping's errors, before the bar
 
     def report(summary: Any) -> None:
         if jsonl:
@@ -360,12 +365,12 @@ def clinical_import(
                        f"{summary.patients:,} patients, {summary.facts:,} facts")
 
     if jsonl:
-        summary = import_clinical(archive, paths, project, strict=strict, progress=report)
+        summary = import_with(archive, reader, paths, project, progress=report)
     else:
         from imagebank.cli.progress import JobProgress
 
-        with JobProgress(err, "clinical", unit="resources") as bar:
-            summary = import_clinical(archive, paths, project, strict=strict, progress=report)
+        with JobProgress(err, "clinical", unit="rows" if mapping else "resources") as bar:
+            summary = import_with(archive, reader, paths, project, progress=report)
     _cli_audit(_runtime(), "clinical_import", project=project)
     if jsonl:
         for problem in summary.problems:
@@ -383,6 +388,89 @@ def clinical_import(
             reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(summary.reasons.items()))
             out.print(f"Problems: {reasons}.", highlight=False)
     raise typer.Exit(0 if summary.ok else 1)
+
+
+consent_app = typer.Typer(help="Patients' consent decisions for research (CSV).",
+                          no_args_is_help=True)
+app.add_typer(consent_app, name="consent")
+optout_app = typer.Typer(help="The National Data Opt-out list (NHS numbers), by dated version.",
+                         no_args_is_help=True)
+app.add_typer(optout_app, name="optout")
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@consent_app.command("import")
+def consent_import(
+    path: Annotated[Path, typer.Argument(help="A CSV with the columns nhs_number (or "
+                                         "patient_id and issuer), status (granted, refused, "
+                                         "withdrawn), date, and optionally project, scope, "
+                                         "source.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Import consent decisions. The file is taken whole or not at all; withdrawals flag the
+    patient's data already in research projects and keep it out of every later release."""
+    from imagebank.services.consent import import_consents
+
+    result = import_consents(state.open(), path, actor=_os_user(), via="cli")
+    if as_json:
+        _json_line(result.as_dict())
+        return
+    by = ", ".join(f"{n:,} {s}" for s, n in sorted(result.by_status.items())) or "none"
+    out.print(f"[bold]{result.records:,}[/] consent records of [bold]{result.people:,}[/] "
+              f"patients ({result.added:,} new; {by}). Flagged as withdrawn: "
+              f"{result.flagged_research:,} research subjects, {result.flagged_site:,} site "
+              f"subjects; {result.cleared:,} flags cleared.", highlight=False)
+
+
+@optout_app.command("import")
+def optout_import(
+    path: Annotated[Path, typer.Argument(help="NHS numbers, one per line (or a CSV with an "
+                                         "nhs_number column); # starts a comment.")],
+    list_date: Annotated[str | None, typer.Option(
+        "--date", help="The date of the list, YYYY-MM-DD (default: today). The newest list "
+        "applies to every later release.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import a version of the National Data Opt-out list (stored as keyed hashes)."""
+    from datetime import date
+
+    from imagebank.services.consent import import_optout
+
+    when = None
+    if list_date is not None:
+        try:
+            when = date.fromisoformat(list_date)
+        except ValueError:
+            raise InvalidInputError("--date must be a date, YYYY-MM-DD.") from None
+    result = import_optout(state.open(), path, list_date=when, actor=_os_user(), via="cli")
+    if as_json:
+        _json_line(result)
+        return
+    state_word = "imported" if result["new"] else "already imported"
+    out.print(f"Opt-out list of {result['list_date']} {state_word}: "
+              f"[bold]{result['entries']:,}[/] NHS numbers, version {result['version']}.",
+              highlight=False)
+
+
+@optout_app.command("list")
+def optout_list(as_json: JsonOption = False) -> None:
+    """The imported versions of the opt-out list; the first is the one releases apply."""
+    from imagebank.services.consent import optout_versions
+
+    rows = optout_versions(state.open())
+    if as_json:
+        _print_json(rows)
+        return
+    _table(rows, [("list_date", "list date"), ("entries", "NHS numbers"), ("id", "version"),
+                  ("imported_at", "imported")], "National Data Opt-out lists")
 
 
 def _print_summary(summary: Any) -> None:
@@ -800,12 +888,27 @@ def _run_release_job(spec: Any, label: str, jsonl: bool) -> None:
             reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(result["reasons"].items()))
             out.print(f"[bold]{result['files'] - result['written']:,}[/] not released "
                       f"({reasons}).", highlight=False)
+        if "clinical" in result:
+            _print_clinical(result["clinical"])
     raise typer.Exit(0 if result["ok"] else 1)
+
+
+def _print_clinical(clinical: dict[str, Any]) -> None:
+    tables = ", ".join(f"{name} {outcome}" for name, outcome in clinical["tables"].items())
+    counted = ("" if clinical["facts"] is None else
+               f"{clinical['facts']:,} facts of {clinical['patients']:,} patients; ")
+    out.print(f"Clinical tables: {counted}{tables or 'none'}.", highlight=False)
 
 
 StudyOption = Annotated[list[str] | None, typer.Option(
     "--study", help="Only this study (internal ID); repeat for several. Default: all.",
     show_default=False)]
+SubjectOption = Annotated[list[str] | None, typer.Option(
+    "--subject", help="Only this subject (internal ID): their studies (unless --study names "
+    "them) and clinical data; repeat for several. Default: all.", show_default=False)]
+ClinicalOption = Annotated[bool, typer.Option(
+    "--clinical", help="Also the clinical tables (CSV and Parquet) of the subjects released, "
+    "with their pseudonyms and shifted dates.")]
 JsonlOption = Annotated[bool, typer.Option(
     "--jsonl", help="Print progress and the summary as JSON lines.")]
 
@@ -818,14 +921,18 @@ def share(
         "--to", help="The research project: its policy, options and key apply.",
         show_default=False)],
     study: StudyOption = None,
+    subject: SubjectOption = None,
+    clinical: ClinicalOption = False,
     jsonl: JsonlOption = False,
 ) -> None:
-    """De-identify a project's images (or some studies) into a research project, under the
-    research project's policy and key, as a job with progress. Exit 1 when any object was
-    not released (each reason is counted in the manifest)."""
+    """De-identify a project's images (or some studies or subjects) into a research project,
+    under the research project's policy and key, as a job with progress; with --clinical,
+    their clinical tables too. Exit 1 when any object was not released (each reason is
+    counted in the manifest)."""
     from imagebank.services.release import ReleaseSpec
 
-    _run_release_job(ReleaseSpec("share", source, target, study_ids=tuple(study or ())),
+    _run_release_job(ReleaseSpec("share", source, target, study_ids=tuple(study or ()),
+                                 clinical=clinical, subject_ids=tuple(subject or ())),
                      "share", jsonl)
 
 
@@ -849,11 +956,13 @@ def export(
         "--key", help="A key of the key store by name (e.g. a project ID).",
         show_default=False)] = None,
     study: StudyOption = None,
+    subject: SubjectOption = None,
+    clinical: ClinicalOption = False,
     jsonl: JsonlOption = False,
 ) -> None:
     """Export a project through the de-identification pipeline (an identifiable project) or
     as stored (a research project, de-identified on the way in), with a manifest, as a job
-    with progress."""
+    with progress; with --clinical, the clinical tables too (to a folder or zip)."""
     from imagebank.services.policies import project_policy
     from imagebank.services.release import ReleaseSpec, check_destination
 
@@ -863,7 +972,8 @@ def export(
     target = check_destination(archive, destination)
     text = project_policy(policy, option or []) if policy else None
     spec = ReleaseSpec("release", project, target, tuple(option or ()), text,
-                       tuple(study or ()), str(key_file.resolve()) if key_file else None, key)
+                       tuple(study or ()), str(key_file.resolve()) if key_file else None, key,
+                       clinical, tuple(subject or ()))
     _run_release_job(spec, "export", jsonl)
 
 
@@ -877,13 +987,7 @@ def _runtime() -> Any:
 def _cli_audit(runtime: Any, action: str, *, project: str | None = None,
                level: str | None = None, object_id: str | None = None) -> None:
     """Administration from the command line is audited too (actor: the OS account)."""
-    import getpass
-
-    try:
-        who = getpass.getuser()
-    except (KeyError, OSError):
-        who = "unknown"
-    runtime.audit.admin_event(who, action, project_id=project, level=level,
+    runtime.audit.admin_event(_os_user(), action, project_id=project, level=level,
                               object_id=object_id)
 
 

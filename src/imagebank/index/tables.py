@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
 )
@@ -105,6 +106,10 @@ class Subject(Base):
     patient_sex: Mapped[str | None] = mapped_column(String(16))
     num_studies: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: When the patient withdrew from research (issue 6): the subject is kept out of every
+    #: cohort and every later release. Set on a site's subject for a withdrawal from all
+    #: research, and on the research project's subjects their data became.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     project: Mapped[Project] = relationship(lazy="raise")
 
@@ -143,6 +148,75 @@ class ClinicalFact(Base):
         Index(None, "project_id", "kind", "system", "code"),
         Index(None, "subject_id", "kind", "start"),
     )
+
+
+class CodeRelation(Base):
+    """A direct is-a edge of a code system (issue 6, decision 0022): ``child`` is a
+    ``parent``. A cohort query's ``SYSTEM:<<CODE`` is the code and everything below it.
+    Loaded by ``imagebank codes import`` (SNOMED CT's RF2 relationships, or a CSV)."""
+
+    __tablename__ = "code_relations"
+    system: Mapped[str] = mapped_column(String(32))
+    parent: Mapped[str] = mapped_column(String(255))
+    child: Mapped[str] = mapped_column(String(255))
+
+    # Keyed parent first: the descendants are found by walking down from a parent.
+    __table_args__ = (PrimaryKeyConstraint("system", "parent", "child"),)
+
+
+class Consent(Base):
+    """A patient's consent decision (issue 6, decision 0023): for one research project or all
+    research (``target_project`` ""), a scope, a status (granted, refused, withdrawn), its
+    date and source. The patient is named by ``person_key``, a keyed hash of their identifier
+    (``IdDeriver.person_key``): no identifier is stored."""
+
+    __tablename__ = "consents"
+    #: Derived from the whole record: an import run again adds nothing.
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    person_key: Mapped[str] = mapped_column(ID)
+    target_project: Mapped[str] = mapped_column(String(63), default="")
+    scope: Mapped[str] = mapped_column(String(64), default="research")
+    status: Mapped[str] = mapped_column(String(16))
+    #: The date of the decision (ISO, YYYY-MM-DD).
+    decided_on: Mapped[str] = mapped_column(String(10))
+    source: Mapped[str] = mapped_column(String(200), default="")
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index(None, "person_key"),)
+
+
+class OptOutList(Base):
+    """One dated version of the National Data Opt-out list (NHS numbers, kept as keyed
+    hashes in ``optout_entries``). The newest by ``list_date`` (then import) applies."""
+
+    __tablename__ = "optout_lists"
+    #: The SHA-256 of the list's sorted NHS numbers, shortened: the same list is one version.
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    list_date: Mapped[str] = mapped_column(String(10))
+    entries: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OptOutEntry(Base):
+    __tablename__ = "optout_entries"
+    list_id: Mapped[str] = mapped_column(ForeignKey("optout_lists.id"), primary_key=True)
+    person_key: Mapped[str] = mapped_column(ID, primary_key=True)
+
+
+class ReleaseSubject(Base):
+    """Lineage of a share: which site subject a research project's subject came from, so a
+    later withdrawal can find the data already released. Never leaves the site's index."""
+
+    __tablename__ = "release_subjects"
+    target_project: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    source_subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), primary_key=True)
+    #: The research subject's PatientID (its pseudonym).
+    pseudonym: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index(None, "source_subject_id"),)
 
 
 class Study(Base):

@@ -100,6 +100,7 @@ from imagebank.domain.clinical import (
     PatientRef,
     code_system_name,
 )
+from imagebank.ingest.clinical_items import ClinicalItem, ImportProblem, PatientFact
 
 __all__ = [
     "FhirProblem",
@@ -166,25 +167,9 @@ _DATETIME = re.compile(
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
-@dataclass(frozen=True, slots=True)
-class FhirProblem:
-    """Something in the input that could not be read. ``label`` is where (a path, with a
-    line or an entry); ``message`` says what, never with a value from the data."""
-
-    label: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class PatientFact:
-    """A fact and its patient: ``patient`` is the patient's ``ClinicalRecord.source_id``."""
-
-    patient: str
-    fact: Fact
-
-
-_Item = ClinicalRecord | PatientFact | FhirProblem
+#: A problem of a FHIR input (the name every clinical reader's problem had first).
+FhirProblem = ImportProblem
+_Item = ClinicalItem
 
 
 class _Invalid(ValueError):

@@ -1,7 +1,8 @@
 """Clinical data into a site's archive (``imagebank clinical import``, issue 6).
 
-FHIR R4 bundles and bulk NDJSON are read by ``ingest.fhir`` (patients first, facts streamed)
-and written to the index in batches: each fact once (its ID derives from the project and the
+FHIR R4 bundles and bulk NDJSON are read by ``ingest.fhir`` (patients first, facts streamed),
+CSV and Parquet tables through a mapping file by ``ingest.tabular`` (decision 0024), and
+written to the index in batches: each fact once (its ID derives from the project and the
 source's ID of the statement, so an import run again adds nothing), under the subject it is
 about.
 
@@ -21,15 +22,20 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
+
+from sqlalchemy.orm import Session
 
 from imagebank.domain.clinical import ClinicalRecord, Fact, PatientRef
+from imagebank.domain.clinical_mapping import TableMapping
 from imagebank.domain.errors import InvalidInputError
 from imagebank.index import repo
-from imagebank.ingest.fhir import FhirProblem, FhirReader, PatientFact
+from imagebank.ingest.clinical_items import ClinicalItem, ImportProblem, PatientFact
+from imagebank.ingest.fhir import FhirProblem, FhirReader
+from imagebank.ingest.tabular import TabularReader
 from imagebank.services.archive import Archive
 
 #: Facts written per transaction.
@@ -53,7 +59,7 @@ class ClinicalSummary:
     resources: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
-    problems: list[FhirProblem] = field(default_factory=list)
+    problems: list[ImportProblem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -72,9 +78,45 @@ Progress = Callable[[ClinicalSummary], None]
 
 
 def import_clinical(archive: Archive, paths: Iterable[str | Path], project: str, *,
-                    strict: bool = False, progress: Progress | None = None
-                    ) -> ClinicalSummary:
-    """Import FHIR R4 files and folders into ``project`` (see the module's docstring)."""
+                    strict: bool = False, mapping: Path | TableMapping | None = None,
+                    progress: Progress | None = None) -> ClinicalSummary:
+    """Import FHIR R4 files and folders into ``project`` (see the module's docstring), or
+    with a ``mapping`` (a file, or one loaded) CSV and Parquet tables (decision 0024)."""
+    return import_with(archive, clinical_reader(strict=strict, mapping=mapping), paths,
+                       project, progress=progress)
+
+
+class ClinicalReader(Protocol):
+    """A reader of clinical inputs: ``ingest.fhir.FhirReader``, ``ingest.tabular.TabularReader``.
+    ``resources`` counts what was read (resources by type, or rows), ``skipped`` what was
+    not."""
+
+    resources: Counter[str]
+    skipped: Counter[str]
+
+    def read(self, paths: Iterable[str | Path]) -> Iterator[ClinicalItem]: ...
+
+
+def clinical_reader(*, strict: bool = False, mapping: Path | TableMapping | None = None
+                    ) -> ClinicalReader:
+    """The FHIR reader, or the table reader with a mapping (``MappingError`` if its file is
+    not valid)."""
+    if mapping is None:
+        return FhirReader(strict=strict)
+    if strict:
+        raise InvalidInputError("--strict validates FHIR resources; it does not apply to "
+                                "tables read with a mapping.")
+    if not isinstance(mapping, TableMapping):
+        from imagebank.services.clinical_mapping import load_mapping
+
+        mapping = load_mapping(mapping)
+    return TabularReader(mapping)
+
+
+def import_with(archive: Archive, reader: ClinicalReader, paths: Iterable[str | Path],
+                project: str, *, progress: Progress | None = None) -> ClinicalSummary:
+    """Import what ``reader`` reads from ``paths`` into ``project``: the loop every clinical
+    input shares (records linked to subjects, facts written in batches of ``BATCH``)."""
     archive.ensure_project(project)
     archive.admit(project)
     path_list = [Path(p) for p in paths]
@@ -82,15 +124,10 @@ def import_clinical(archive: Archive, paths: Iterable[str | Path], project: str,
         if not path.exists():
             raise InvalidInputError(f"Nothing to import at {path}: no such file or folder.")
     summary = ClinicalSummary()
-    reader = FhirReader(strict=strict)
-    subjects: dict[str, str | None] = {}  # the reader's patient key -> subject ID
-    batch: list[dict[str, Any]] = []
+    writer = _Writer(archive, project, summary)
 
     def flush() -> None:
-        if batch:
-            with archive.sessions.begin() as session:
-                summary.added += repo.add_clinical_facts(session, batch)
-            batch.clear()
+        writer.flush()
         summary.resources = reader.resources
         summary.skipped = reader.skipped
         if progress is not None:
@@ -98,19 +135,11 @@ def import_clinical(archive: Archive, paths: Iterable[str | Path], project: str,
 
     for item in reader.read(path_list):
         if isinstance(item, PatientFact):
-            subject = subjects.get(item.patient)
-            if subject is None:
-                continue  # a patient that could not be linked (counted once, as a problem)
-            batch.append(_fact_row(archive, project, subject, item.fact))
-            summary.facts += 1
-            summary.by_kind[item.fact.kind.value] += 1
-            if len(batch) >= BATCH:
+            if writer.fact(item.patient, item.fact) >= BATCH:
                 flush()
         elif isinstance(item, ClinicalRecord):
-            if item.source_id not in subjects:
-                summary.patients += 1
-            subjects[item.source_id] = (subjects.get(item.source_id)
-                                        or _subject(archive, project, item, summary))
+            if writer.record(item) >= BATCH:
+                flush()
         else:
             _problem(summary, item)
     flush()
@@ -119,38 +148,109 @@ def import_clinical(archive: Archive, paths: Iterable[str | Path], project: str,
     return summary
 
 
-def _problem(summary: ClinicalSummary, problem: FhirProblem) -> None:
+def _problem(summary: ClinicalSummary, problem: ImportProblem) -> None:
     summary.reasons[problem.reason] += 1
     if len(summary.problems) < MAX_PROBLEMS:
         summary.problems.append(problem)
 
 
-def _subject(archive: Archive, project: str, record: ClinicalRecord,
-             summary: ClinicalSummary) -> str | None:
-    preferred = record.preferred()
-    if preferred is None:
-        # Labelled without its resource ID: a source may use an identifier as the ID.
-        _problem(summary, FhirProblem("a Patient resource", "no_identifier",
-                                      "A Patient with no identifier imagebank can link (an "
-                                      "NHS number, or a value with its system): its facts "
-                                      "are not imported."))
-        return None
-    refs = sorted(record.identifiers, key=lambda r: (not r.is_nhs_number, r))
-    with archive.sessions.begin() as session:
-        found = repo.subjects_by_patient_ids(session, project, [r.value for r in refs])
-        for ref in refs:
-            for row in found:
-                if row["patient_id"] == ref.value and (row["issuer_of_patient_id"] or "") in (
-                        "", ref.issuer):
-                    summary.linked += 1
-                    return str(row["id"])
-        subject_id = archive.ids.subject_id(project, preferred.value, preferred.issuer)
-        created = repo.add_subjects(session, [_subject_row(project, subject_id, preferred,
-                                                           record)])
-    summary.new_subjects += len(created)
-    if not created:
-        summary.linked += 1  # made by a concurrent import, or an earlier one
-    return subject_id
+class _Writer:
+    """Writes what a reader yields, one transaction a batch: the records read since the last
+    batch linked to subjects (one lookup of all their identifiers, one insert of the new
+    subjects), then the facts. A reader yields a patient's record before its facts, so a
+    fact is written in its record's batch or a later one.
+
+    A patient's state: linked (``subjects`` has its subject), waiting to be linked
+    (``waiting``), or not linkable (``subjects`` has None: no identifier; its facts are
+    skipped until the patient is read again with one).
+    """
+
+    def __init__(self, archive: Archive, project: str, summary: ClinicalSummary) -> None:
+        self.archive = archive
+        self.project = project
+        self.summary = summary
+        self.subjects: dict[str, str | None] = {}  # the reader's patient key -> subject ID
+        self.waiting: dict[str, ClinicalRecord] = {}
+        self.facts: list[tuple[str, Fact]] = []
+
+    def record(self, record: ClinicalRecord) -> int:
+        """Take a patient's record; how many records wait to be linked."""
+        key = record.source_id
+        if key in self.waiting or self.subjects.get(key) is not None:
+            return len(self.waiting)  # linked by the first record read (decision 0021)
+        if key not in self.subjects:
+            self.summary.patients += 1
+        if record.preferred() is None:
+            self.subjects[key] = None
+            # Labelled without its resource ID: a source may use an identifier as the ID.
+            _problem(self.summary, FhirProblem(
+                "a Patient resource", "no_identifier",
+                "A Patient with no identifier imagebank can link (an NHS number, or a value "
+                "with its system): its facts are not imported."))
+        else:
+            self.waiting[key] = record
+        return len(self.waiting)
+
+    def fact(self, patient: str, fact: Fact) -> int:
+        """Take a fact about ``patient``; how many facts wait to be written."""
+        if patient in self.waiting or self.subjects.get(patient) is not None:
+            self.facts.append((patient, fact))
+            self.summary.facts += 1
+            self.summary.by_kind[fact.kind.value] += 1
+        # else: a patient that could not be linked (counted once, as a problem)
+        return len(self.facts)
+
+    def flush(self) -> None:
+        if not self.waiting and not self.facts:
+            return
+        with self.archive.sessions.begin() as session:
+            if self.waiting:
+                self._link(session)
+            if self.facts:
+                subjects, archive, project = self.subjects, self.archive, self.project
+                rows = [_fact_row(archive, project, cast(str, subjects[patient]), fact)
+                        for patient, fact in self.facts]
+                self.summary.added += repo.add_clinical_facts(session, rows)
+        self.facts.clear()
+
+    def _link(self, session: Session) -> None:
+        records = list(self.waiting.values())
+        self.waiting.clear()
+        values = {ref.value for record in records for ref in record.identifiers}
+        known: dict[str, list[tuple[str, str]]] = {}  # PatientID -> [(issuer, subject ID)]
+        for row in repo.subjects_by_patient_ids(session, self.project, list(values)):
+            known.setdefault(row["patient_id"], []).append(
+                (row["issuer_of_patient_id"] or "", str(row["id"])))
+        new: dict[str, dict[str, Any]] = {}
+        for record in records:
+            subject = _known_subject(record, known)
+            if subject is None:
+                preferred = record.preferred()
+                assert preferred is not None  # records without one never wait
+                subject = self.archive.ids.subject_id(self.project, preferred.value,
+                                                      preferred.issuer)
+                new[subject] = _subject_row(self.project, subject, preferred, record)
+                # A later record of the batch with this identifier joins it.
+                known.setdefault(preferred.value, []).append((preferred.issuer, subject))
+            else:
+                self.summary.linked += 1
+            self.subjects[record.source_id] = subject
+        if new:
+            created = repo.add_subjects(session, list(new.values()))
+            self.summary.new_subjects += len(created)
+            # Made by a concurrent import, or an earlier one.
+            self.summary.linked += len(new) - len(created)
+
+
+def _known_subject(record: ClinicalRecord, known: dict[str, list[tuple[str, str]]]
+                   ) -> str | None:
+    """The subject a record joins: one whose PatientID is an identifier of the record, with
+    the same issuer or none, the NHS number first (decision 0021)."""
+    for ref in sorted(record.identifiers, key=lambda r: (not r.is_nhs_number, r)):
+        for issuer, subject in known.get(ref.value, ()):
+            if issuer in ("", ref.issuer):
+                return subject
+    return None
 
 
 def _subject_row(project: str, subject_id: str, ref: PatientRef,
@@ -162,6 +262,19 @@ def _subject_row(project: str, subject_id: str, ref: PatientRef,
 
 
 def _fact_row(archive: Archive, project: str, subject: str, fact: Fact) -> dict[str, Any]:
+    return {"id": archive.ids.fact_id(project, fact.source_id), "project_id": project,
+            "subject_id": subject, "kind": fact.kind.value, "system": fact.system[:255],
+            "code": fact.code[:255], "display": fact.display,
+            "value_number": fact.value_number, "value_text": fact.value_text,
+            "value_system": fact.value_system[:255], "unit": fact.unit[:64],
+            "start": fact.start, "end": fact.end, "status": fact.status[:32],
+            "detail": _detail(fact)}
+
+
+def _detail(fact: Fact) -> str:
+    """The fact's ``detail`` JSON: other codes and study links (most facts have none)."""
+    if not (fact.other_codes or fact.study_uids or fact.accession_numbers or fact.modalities):
+        return "{}"
     detail: dict[str, Any] = {}
     if fact.other_codes:
         detail["other_codes"] = [list(c) for c in fact.other_codes]
@@ -171,10 +284,4 @@ def _fact_row(archive: Archive, project: str, subject: str, fact: Fact) -> dict[
         detail["accession_numbers"] = list(fact.accession_numbers)
     if fact.modalities:
         detail["modalities"] = list(fact.modalities)
-    return {"id": archive.ids.fact_id(project, fact.source_id), "project_id": project,
-            "subject_id": subject, "kind": fact.kind.value, "system": fact.system[:255],
-            "code": fact.code[:255], "display": fact.display,
-            "value_number": fact.value_number, "value_text": fact.value_text,
-            "value_system": fact.value_system[:255], "unit": fact.unit[:64],
-            "start": fact.start, "end": fact.end, "status": fact.status[:32],
-            "detail": json.dumps(detail, separators=(",", ":"))}
+    return json.dumps(detail, separators=(",", ":"))

@@ -12,6 +12,12 @@
   which the manifest records (a second pass would remap the UIDs again and break the link
   with what the project already released).
 
+Either may take chosen subjects (``subject_ids``: their studies, unless ``study_ids`` names
+the studies) and, with ``clinical``, the clinical tables of the subjects released
+(``services.clinical_release``: pseudonyms and times as the images', CSV and Parquet), which
+a folder or zip holds under ``clinical/`` and a research project as project resources
+(``Sink.attach``); a DICOMweb server or DICOM node takes images only.
+
 Both run as jobs (``services.jobs``) with progress: the CLI queues the job and runs it in its
 own process with a progress bar; the server's runner runs those queued through the API. The
 de-identification itself runs in a process pool, or on a Dask distributed cluster when
@@ -36,6 +42,8 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 import zipfile
@@ -60,6 +68,21 @@ from imagebank.domain.errors import (
 )
 from imagebank.domain.policy import Policy
 from imagebank.services.archive import IDENTIFIABLE, RESEARCH, Archive
+from imagebank.services.clinical_release import (
+    RESOURCE_PREFIX,
+    TableFile,
+    file_sha256,
+    resource_name,
+    stored_tables,
+    write_tables,
+)
+from imagebank.services.consent import (
+    Screen,
+    excluded_study_ids,
+    record_share,
+    require_optout_list,
+    screen,
+)
 from imagebank.services.deid import (
     PARTIAL,
     Deidentified,
@@ -71,7 +94,7 @@ from imagebank.services.deid import (
     engine_settings,
     stage_file,
 )
-from imagebank.storage.durable import fsync_folder_quietly
+from imagebank.storage.durable import fsync_folder_quietly, link_new
 
 #: Objects per task sent to a worker (a task's results travel back whole).
 TASK_OBJECTS = 16
@@ -106,18 +129,28 @@ class ReleaseSpec:
     #: The key: a file (read when the job runs), else the key store's key of this name.
     key_file: str | None = None
     key_name: str | None = None
+    #: Also the clinical tables of the subjects released (``services.clinical_release``).
+    clinical: bool = False
+    #: Only these subjects: their studies (unless ``study_ids`` names the studies) and their
+    #: clinical data.
+    subject_ids: tuple[str, ...] = ()
+    #: The cohort query that chose the subjects (recorded in the manifest).
+    cohort: str | None = None
 
     def params(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "options": list(self.options),
                 "policy": self.policy, "study_ids": list(self.study_ids),
-                "key_file": self.key_file, "key_name": self.key_name}
+                "key_file": self.key_file, "key_name": self.key_name,
+                "clinical": self.clinical, "subject_ids": list(self.subject_ids),
+                "cohort": self.cohort}
 
     @classmethod
     def from_job(cls, kind: str, params: dict[str, Any]) -> ReleaseSpec:
         return cls(kind, str(params["source"]), str(params["target"]),
                    tuple(params.get("options") or ()), params.get("policy"),
                    tuple(params.get("study_ids") or ()), params.get("key_file"),
-                   params.get("key_name"))
+                   params.get("key_name"), bool(params.get("clinical")),
+                   tuple(params.get("subject_ids") or ()), params.get("cohort"))
 
 
 @dataclass(frozen=True)
@@ -142,6 +175,10 @@ def plan(archive: Archive, spec: ReleaseSpec) -> Plan:
     source = archive.ensure_project(spec.source)
     if spec.study_ids:
         _check_studies(archive, spec)
+    if spec.subject_ids:
+        _check_subjects(archive, spec)
+    if spec.clinical:
+        _check_clinical(spec, source)
     if spec.kind == "share":
         target = archive.ensure_project(spec.target)
         if source["zone"] != IDENTIFIABLE:
@@ -174,6 +211,7 @@ def plan(archive: Archive, spec: ReleaseSpec) -> Plan:
         key_name = spec.key_name or DEFAULT_NAME
     policy = parse_policy(policy_text, "the policy") if policy_text else None
     settings = engine_settings(options, policy)
+    require_optout_list(archive, policy)
     if spec.key_file:
         key = read_key_file(spec.key_file)
     elif spec.kind != "share" and spec.key_name is not None:
@@ -182,6 +220,19 @@ def plan(archive: Archive, spec: ReleaseSpec) -> Plan:
         key = _store_key(archive, key_name)
     return Plan(spec, settings.config(key), policy, policy_text, settings.profile,
                 fingerprint(key))
+
+
+def _check_clinical(spec: ReleaseSpec, source: dict[str, Any]) -> None:
+    if spec.kind != "share" and spec.target.startswith(
+            ("http://", "https://", "dicom://", "ae:")):
+        raise InvalidInputError(
+            "Clinical tables go to a folder, a zip or a research project; a DICOMweb server "
+            "or a DICOM node receives images only: export without --clinical.")
+    if source["zone"] == RESEARCH and (spec.study_ids or spec.subject_ids):
+        raise InvalidInputError(
+            f"Project {spec.source!r} is a research project: its clinical tables are "
+            "exported whole, as its shares stored them; export without --study and "
+            "--subject, or without --clinical.")
 
 
 def _existing_key(archive: Archive, name: str) -> bytes:
@@ -391,6 +442,11 @@ class Sink(Protocol):
         """Where the objects go (for the manifest; no credentials)."""
         ...
 
+    def attach(self, table: TableFile) -> dict[str, Any]:
+        """Deliver a clinical table (a file) beside the objects; what the manifest says of
+        where it went and whether it was there already."""
+        ...
+
     def finish(self, manifest: bytes, name: str) -> None:
         """Everything delivered: keep the manifest beside the data where it can be."""
         ...
@@ -401,9 +457,10 @@ class Sink(Protocol):
 class ProjectSink:
     """Into a research project, through the ingest pipeline's checks."""
 
-    def __init__(self, archive: Archive, project: str) -> None:
+    def __init__(self, archive: Archive, project: str, job_id: str = "") -> None:
         self.archive = archive
         self.project = project
+        self.job_id = job_id
 
     def put(self, released: list[Result]) -> list[FileOutcome]:
         outcomes: list[FileOutcome] = []
@@ -426,6 +483,19 @@ class ProjectSink:
 
     def describe(self) -> dict[str, Any]:
         return {"project": self.project}
+
+    def attach(self, table: TableFile) -> dict[str, Any]:
+        """A project-level resource ``clinical-<job>-<name>``; one with the same content
+        from an earlier share is kept instead (a share run again adds nothing)."""
+        for row in self.archive.resources(self.project, "project", self.project):
+            name = str(row["name"])
+            if (name.startswith(RESOURCE_PREFIX) and name.endswith(f"-{table.name}")
+                    and row["sha256"] == table.sha256):
+                return {"resource": row["id"], "outcome": "unchanged"}
+        row = self.archive.add_resource(self.project, "project", self.project,
+                                        resource_name(self.job_id, table.name),
+                                        table.path.read_bytes(), table.content_type)
+        return {"resource": row["id"], "outcome": "written"}
 
     def finish(self, manifest: bytes, name: str) -> None:
         self.archive.optimize()
@@ -457,6 +527,29 @@ class FolderSink:
 
     def describe(self) -> dict[str, Any]:
         return {"folder": self.folder.name}
+
+    def attach(self, table: TableFile) -> dict[str, Any]:
+        """``clinical/<name>`` in the folder, written whole and never replacing a file."""
+        relative = f"clinical/{table.name}"
+        target = self.folder / relative
+        temporary = self.partial / f"{self.run}-{uuid.uuid4().hex}.tmp"
+        try:
+            target.parent.mkdir(exist_ok=True)
+            with open(table.path, "rb") as source, open(temporary, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            if link_new(temporary, target):
+                fsync_folder_quietly(target.parent)
+                return {"path": relative, "outcome": "written"}
+            if file_sha256(target) == table.sha256:
+                return {"path": relative, "outcome": "unchanged"}
+            return {"path": relative, "outcome": "conflict"}
+        except OSError as exc:
+            raise StorageError(f"The clinical table {relative} cannot be written "
+                               f"({exc.strerror}).") from None
+        finally:
+            temporary.unlink(missing_ok=True)
 
     def finish(self, manifest: bytes, name: str) -> None:
         _write_whole(self.folder / name, manifest)
@@ -500,6 +593,17 @@ class ZipSink:
 
     def describe(self) -> dict[str, Any]:
         return {"zip": self.path.name}
+
+    def attach(self, table: TableFile) -> dict[str, Any]:
+        relative = f"clinical/{table.name}"
+        if relative in self.names:
+            return {"path": relative, "outcome": "unchanged"}
+        info = zipfile.ZipInfo(relative, (1980, 1, 1, 0, 0, 0))
+        with open(table.path, "rb") as source, self.zip.open(info, "w",
+                                                              force_zip64=True) as out:
+            shutil.copyfileobj(source, out, 1 << 20)
+        self.names.add(relative)
+        return {"path": relative, "outcome": "written"}
 
     def finish(self, manifest: bytes, name: str) -> None:
         self.zip.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), manifest)
@@ -550,6 +654,9 @@ class StowSink:
     def describe(self) -> dict[str, Any]:
         return {"dicomweb": _safe_url(self.client.base_url)}
 
+    def attach(self, table: TableFile) -> dict[str, Any]:
+        raise InvalidInputError("A DICOMweb server receives images only.")
+
     def finish(self, manifest: bytes, name: str) -> None:
         pass
 
@@ -598,6 +705,9 @@ class CStoreSink:
 
     def describe(self) -> dict[str, Any]:
         return {"dicom": f"{self.ae_title}@{self.host}:{self.port}"}
+
+    def attach(self, table: TableFile) -> dict[str, Any]:
+        raise InvalidInputError("A DICOM node receives images only.")
 
     def finish(self, manifest: bytes, name: str) -> None:
         pass
@@ -649,9 +759,9 @@ def _node(archive: Archive, destination: str) -> tuple[str, str, int]:
     return check_ae_title(title), check_host(host), check_port(int(port))
 
 
-def open_sink(archive: Archive, spec: ReleaseSpec) -> Sink:
+def open_sink(archive: Archive, spec: ReleaseSpec, job_id: str = "") -> Sink:
     if spec.kind == "share":
-        return ProjectSink(archive, spec.target)
+        return ProjectSink(archive, spec.target, job_id)
     target = spec.target
     if target.startswith(("http://", "https://")):
         return StowSink(target)
@@ -668,9 +778,13 @@ def open_sink(archive: Archive, spec: ReleaseSpec) -> Sink:
 class Manifest:
     plan: Plan
     job_id: str
+    #: Who was left out, and the consent state and opt-out list it was decided on.
+    screen: Screen | None = None
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: pseudonym -> study UID -> series UID -> instance UIDs (new UIDs only).
     released: dict[str, dict[str, dict[str, list[str]]]] = field(default_factory=dict)
+    #: The clinical tables released (``ClinicalTables.manifest``), when asked for.
+    clinical: dict[str, Any] | None = None
 
     def add(self, relative: str) -> None:
         patient, study, series, name = relative.split("/")
@@ -709,6 +823,9 @@ class Manifest:
                 "until_project_end": policy.retention.project_end,
                 "retain_until": retain_until},
             "key_fingerprint": p.key_fingerprint,
+            "consent": None if self.screen is None else self.screen.manifest(),
+            "cohort": p.spec.cohort,
+            "clinical": self.clinical,
             "counts": summary.as_dict(),
             "patients": len(self.released),
             "released": self.released,
@@ -746,14 +863,47 @@ def _check_studies(archive: Archive, spec: ReleaseSpec) -> None:
             raise NotFoundError(f"No study {study} in project {spec.source!r}.")
 
 
-def release_refs(archive: Archive, spec: ReleaseSpec) -> list[Ref]:
-    """The objects released: every instance of the source project, or of its chosen studies."""
+def _check_subjects(archive: Archive, spec: ReleaseSpec) -> None:
+    owners = archive.projects_of("subject", list(spec.subject_ids))
+    for subject in spec.subject_ids:
+        if owners.get(subject) != spec.source:
+            raise NotFoundError(f"No subject {subject} in project {spec.source!r}.")
+
+
+def _subjects_studies(archive: Archive, subject_ids: tuple[str, ...]) -> list[str]:
+    from imagebank.index.consent import study_ids_of_subjects
+
+    with archive.sessions.begin() as session:
+        return sorted(study_ids_of_subjects(session, list(subject_ids)))
+
+
+def released_subjects(archive: Archive, spec: ReleaseSpec) -> list[str] | None:
+    """The subjects whose clinical data a release takes: those chosen and those of the
+    studies chosen; None for every subject of the project (with images or not)."""
+    from imagebank.index import repo
+
+    if not spec.subject_ids and not spec.study_ids:
+        return None
+    with archive.sessions.begin() as session:
+        of_studies = repo.get_study_subjects(session, list(spec.study_ids))
+    return sorted({*spec.subject_ids, *of_studies.values()})
+
+
+def release_refs(archive: Archive, spec: ReleaseSpec,
+                 excluded_studies: set[str] | frozenset[str] = frozenset()) -> list[Ref]:
+    """The objects released: every instance of the source project, or of its chosen studies
+    (or of the chosen subjects' studies), but those of the studies of subjects the consent
+    screen leaves out."""
     if spec.study_ids:
         _check_studies(archive, spec)
         rows = archive.instance_objects("study", list(spec.study_ids))
+    elif spec.subject_ids:
+        _check_subjects(archive, spec)
+        rows = archive.instance_objects("study", _subjects_studies(archive, spec.subject_ids))
     else:
         rows = archive.project_instance_objects(spec.source)
-    return [Ref(str(r["id"]), str(r["object_key"])) for r in rows]
+    return [Ref(str(r["id"]), str(r["object_key"])) for r in rows
+            if str(r["study_id"]) not in excluded_studies]
 
 
 def run_release(archive: Archive, spec: ReleaseSpec, job_id: str, *,
@@ -762,16 +912,22 @@ def run_release(archive: Archive, spec: ReleaseSpec, job_id: str, *,
                 ) -> dict[str, Any]:
     """Run a share or export (see the module's docstring); returns the job's result."""
     resolved = plan(archive, spec)
-    refs = release_refs(archive, spec)
+    screened = screen(archive, spec.source, spec.target if spec.kind == "share" else "",
+                      resolved.policy)
+    refs = release_refs(archive, spec, excluded_study_ids(archive, screened))
+    if spec.kind == "share" and resolved.config is not None:
+        # Before any object moves: a withdrawal must find what even a crashed share released.
+        record_share(archive, spec.source, spec.target, resolved.config.pseudonyms.key,
+                     job_id, screened.excluded)
     total = len(refs)
     summary = DeidSummary()
-    manifest = Manifest(resolved, job_id)
+    manifest = Manifest(resolved, job_id, screened)
     settings = TaskSettings(archive.settings.effective_store, archive.settings.s3_endpoint_url,
                             resolved.config)
     tasks = [refs[i:i + TASK_OBJECTS] for i in range(0, total, TASK_OBJECTS)]
     if progress is not None:
         progress(0, total, summary)
-    sink = open_sink(archive, spec)
+    sink = open_sink(archive, spec, job_id)
     try:
         for results in runner_for(scheduler, workers, start_method)(settings, tasks):
             released = [r for r in results if r.outcome is None]
@@ -783,6 +939,8 @@ def run_release(archive: Archive, spec: ReleaseSpec, job_id: str, *,
                     manifest.add(result.relative)
             if progress is not None:
                 progress(summary.files, total, summary)
+        if spec.clinical:
+            manifest.clinical = _release_tables(archive, resolved, sink, set(screened.excluded))
         name = f"manifest-{job_id}.json"
         document = manifest.document(summary, sink.describe())
         data = json.dumps(document, indent=1, default=_json_default).encode()
@@ -793,5 +951,27 @@ def run_release(archive: Archive, spec: ReleaseSpec, job_id: str, *,
     releases = archive.settings.data / "releases"
     releases.mkdir(parents=True, exist_ok=True)
     _write_whole(releases / f"{job_id}.json", data)
+    tables_ok = manifest.clinical is None or all(
+        t["outcome"] != "conflict" for t in manifest.clinical["tables"])
     return {**summary.as_dict(), "manifest": name, "patients": len(manifest.released),
-            "to": document["to"], "ok": summary.ok}
+            "to": document["to"], "ok": summary.ok and tables_ok,
+            **({} if manifest.clinical is None else {"clinical": {
+                "patients": manifest.clinical["patients"],
+                "facts": manifest.clinical["facts"],
+                "tables": {t["name"]: t["outcome"] for t in manifest.clinical["tables"]}}})}
+
+
+def _release_tables(archive: Archive, resolved: Plan, sink: Sink, excluded: set[str]
+                    ) -> dict[str, Any]:
+    """The clinical tables of the subjects released (a research project's as stored),
+    written to a scratch folder, delivered through the sink; the manifest's section."""
+    spec = resolved.spec
+    with tempfile.TemporaryDirectory(dir=archive.spool_dir(), prefix="clinical-") as scratch:
+        if resolved.config is None:
+            tables = stored_tables(archive, spec.source, Path(scratch), excluded)
+        else:
+            tables = write_tables(archive, spec.source, resolved.config, Path(scratch),
+                                  subject_ids=released_subjects(archive, spec),
+                                  excluded=excluded)
+        delivered = {t.name: sink.attach(t) for t in tables.files}
+    return tables.manifest(delivered)
