@@ -98,6 +98,10 @@ EXPECTED: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", f"{V1}/users/{{username}}/tokens"): site_admin(201),
     ("PUT", f"{V1}/users/{{username}}/active"): site_admin(200),
     ("GET", f"{V1}/audit"): site_admin(200),
+    # -- governance: consent and the National Data Opt-out
+    ("GET", f"{V1}/optout-lists"): site_admin(200),
+    ("POST", f"{V1}/optout-lists"): site_admin(201),
+    ("POST", f"{V1}/consents"): site_admin(200),
     # -- projects
     ("GET", f"{V1}/projects"): signed_in_user(200),
     ("POST", f"{V1}/projects"): site_admin(201),
@@ -368,6 +372,11 @@ RECIPES: dict[tuple[str, str], Callable[[Ctx, str | None], Call]] = {
     ("PUT", f"{V1}/users/{{username}}/active"): lambda ctx, user: Call(json={"active": True}),
     ("POST", f"{V1}/projects"): lambda ctx, user: Call(
         json={"id": f"gamma{next(ctx.counter)}"}),
+    ("POST", f"{V1}/optout-lists"): lambda ctx, user: Call(
+        content=b"9434765919\n", headers={"Content-Type": "text/plain"}),
+    ("POST", f"{V1}/consents"): lambda ctx, user: Call(
+        content=b"nhs_number,status,date\n9434765919,granted,2026-11-01\n",
+        headers={"Content-Type": "text/csv"}),
     ("PUT", f"{P}/members/{{username}}"): lambda ctx, user: Call(
         params={"username": "spare"}, json={"role": "viewer"}),
     ("DELETE", f"{P}/members/{{username}}"): _spare_has_role,

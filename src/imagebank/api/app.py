@@ -13,6 +13,7 @@ from imagebank.api import (
     routes_accounts,
     routes_data,
     routes_dicomweb,
+    routes_governance,
     routes_jobs,
     routes_projects,
 )
@@ -57,7 +58,8 @@ def create_app(runtime: Runtime, *, background: bool = True, requeue: bool = Tru
     problems.install(app)
     # The routes are added as they are (not through include_router) so that the route table
     # holds each APIRoute with its full path: the audit records it and a test walks it.
-    for module in (routes_accounts, routes_projects, routes_data, routes_jobs, routes_dicomweb):
+    for module in (routes_accounts, routes_projects, routes_data, routes_jobs, routes_dicomweb,
+                   routes_governance):
         app.router.routes.extend(module.router.routes)
     app.add_middleware(AuditMiddleware, runtime=runtime)
     return app

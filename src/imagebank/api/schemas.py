@@ -368,3 +368,22 @@ class AuditEventOut(Out):
     outcome: str
     detail: str | None = None
     hash: str
+
+
+# -- governance: consent and the National Data Opt-out (decision 0023) -------------------------
+class OptOutListOut(Out):
+    id: str = Field(description="The version: the same numbers and date are one version.")
+    list_date: str
+    entries: int = Field(description="NHS numbers on the list (stored as keyed hashes).")
+    sha256: str = Field(description="SHA-256 of the list's sorted NHS numbers.")
+    imported_at: datetime
+
+
+class ConsentImportOut(Out):
+    records: int
+    added: int = Field(description="Records new to the archive.")
+    people: int
+    by_status: dict[str, int]
+    flagged_research_subjects: int
+    flagged_site_subjects: int
+    cleared: int = Field(description="Withdrawal flags a later grant cleared.")

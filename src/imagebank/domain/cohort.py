@@ -734,7 +734,10 @@ class _Parser:
         values = [self.value(name, field_type, op)]
         while self.is_punct(self.peek(), ","):
             self.advance()
+            token = self.peek()
             values.append(self.value(name, field_type, op))
+            if isinstance(values[-1], Code) != isinstance(values[0], Code):
+                self.fail(token, f"'{name} in (...)' holds numbers or codes, not both.")
         self.expect_punct(")", f"to close the list of '{name} in (...)'")
         return tuple(values)
 

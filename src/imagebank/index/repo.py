@@ -696,5 +696,5 @@ def release_facts(session: Session, subject_ids: Sequence[str]) -> list[tuple[An
                        f.value_text, f.value_system, f.unit, f.start, f.end, f.status)
                 .where(f.subject_id.in_(chunk))
                 .order_by(f.subject_id, f.start.asc().nulls_last(), f.id))
-        rows.extend(tuple(r) for r in session.execute(stmt))
+        rows.extend(session.connection().execute(stmt).tuples())
     return rows

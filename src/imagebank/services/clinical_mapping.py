@@ -142,9 +142,10 @@ def _read(r: _MappingReader, root: Node) -> TableMapping | None:
              **{f"fixed.{k}": n for k, n in fixed_nodes.items()},
              **{f"date_formats.{k}": n for k, n in format_nodes.items()}}
     for path, what in mapping_problems(columns, fixed, formats, delimiter):
+        if "columns" not in got and (path.startswith("columns.")
+                                     or what.startswith("a format for columns.")):
+            continue  # columns itself is reported missing: these would only add noise
         if path.startswith("columns.") and path not in nodes:
-            if "columns" not in got:
-                continue  # columns itself is reported missing
             node = got["columns"]  # a required field that is missing: where columns are
         else:
             node = nodes.get(path) or got.get(path) or root

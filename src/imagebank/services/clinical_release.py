@@ -175,7 +175,7 @@ class _Table:
 
         if not rows:
             return
-        self._csv.writerows([_csv_cell(v) for v in row] for row in rows)
+        self._csv.writerows(map(_csv_row, rows))
         columns = [list(c) for c in zip(*rows, strict=True)]
         self._parquet.write_batch(pa.record_batch(
             [pa.array(c, type=t) for c, t in zip(columns, self.schema.types, strict=True)],
@@ -201,6 +201,12 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, float):
         return repr(value)
     return value
+
+
+def _csv_row(row: tuple[Any, ...]) -> list[Any]:
+    """A row as the CSV writes it: empty for null, ISO 8601 times, ``repr`` of a float (the
+    shortest text that reads back as the same number)."""
+    return [v if v.__class__ is str else _csv_cell(v) for v in row]
 
 
 def file_sha256(path: Path) -> str:
@@ -296,10 +302,11 @@ def _fact(patient: _Patient, row: tuple[Any, ...], dates: str, emptied: Counter[
         text = ""
         emptied["free_text"] += 1
     cells = [str(c or "") for c in (system, code, display, text, value_system, unit, status)]
-    for i, cell in enumerate(cells):
-        if cell and patient.found_in(cell):
-            cells[i] = ""
-            emptied["identifier"] += 1
+    if patient.found_in("\x1f".join(cells)):  # one look at all; each cell only on a hit
+        for i, cell in enumerate(cells):
+            if cell and patient.found_in(cell):
+                cells[i] = ""
+                emptied["identifier"] += 1
     system, code, display, text, value_system, unit, status = cells
     return (patient.pseudonym, kind, system, code, display, number, text, value_system, unit,
             _when(start, patient, dates), _when(end, patient, dates), status)

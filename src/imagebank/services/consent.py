@@ -166,7 +166,13 @@ def _consent_rows(text: str, research: set[str]) -> list[_Row]:
 def import_consents(archive: Archive, path: str | Path, *, actor: str = "system",
                     via: str = "cli") -> ConsentImport:
     """Import a consent CSV (see the module's docstring and README's "Consent")."""
-    text = _read_text(Path(path), "consent file")
+    return import_consent_text(archive, _read_text(Path(path), "consent file"), actor=actor,
+                               via=via)
+
+
+def import_consent_text(archive: Archive, text: str, *, actor: str = "system",
+                        via: str = "cli") -> ConsentImport:
+    """``import_consents`` of a CSV's text (an upload)."""
     with archive.sessions.begin() as session:
         research = {str(p["id"]) for p in _projects(session) if p["zone"] == RESEARCH}
     rows = _consent_rows(text, research)
@@ -270,7 +276,13 @@ def import_optout(archive: Archive, path: str | Path, *, list_date: date | None 
     """Import a list of opted-out NHS numbers (one per line, or a CSV with an nhs_number
     column; ``#`` comments and blank lines ignored) as the version of ``list_date`` (today
     by default). The same list and date again is the same version."""
-    text = _read_text(Path(path), "opt-out list")
+    return import_optout_text(archive, _read_text(Path(path), "opt-out list"),
+                              list_date=list_date, actor=actor, via=via)
+
+
+def import_optout_text(archive: Archive, text: str, *, list_date: date | None = None,
+                       actor: str = "system", via: str = "cli") -> dict[str, Any]:
+    """``import_optout`` of a list's text (an upload)."""
     numbers, problems = _optout_numbers(text)
     if problems:
         raise ListError("opt-out list", problems)
