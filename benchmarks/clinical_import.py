@@ -38,7 +38,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RUNS, Result, format_table, fresh_run_dir, remove, wait_until_quiet
-
 from pg_cluster import database, drop_database, postgres_server
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -80,11 +79,10 @@ def _rewrite_uuids(text: str, copy: int) -> str:
 
 def _rewrite_patient(resource: dict[str, Any], copy: int, numbers: _Numbers) -> None:
     identifiers = []
-    for identifier in resource.get("identifier", []):
-        value = identifier.get("value", "")
-        if not _UUID.fullmatch(value):
-            identifier = {**identifier, "value": f"{value}-{copy}"}
-        identifiers.append(identifier)
+    for given in resource.get("identifier", []):
+        value = given.get("value", "")
+        identifiers.append(given if _UUID.fullmatch(value)
+                           else {**given, "value": f"{value}-{copy}"})
     identifiers.insert(0, {"system": NHS_SYSTEM, "value": numbers()})
     resource["identifier"] = identifiers
 
@@ -125,22 +123,24 @@ def make_inputs(folder: Path, copies: int) -> dict[str, int]:
 
 
 # -- measurements ---------------------------------------------------------------------------
-def _parse(folder: Path) -> tuple[float, int, int]:
+def _parse(folder: Path) -> tuple[float, float, int, int]:
+    """Seconds, CPU seconds, resources read and facts."""
     from imagebank.ingest.fhir import FhirReader, PatientFact
 
     reader = FhirReader()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     facts = 0
     for item in reader.read([folder]):
         if isinstance(item, PatientFact):
             facts += 1
-    elapsed = time.perf_counter() - started
-    return elapsed, sum(reader.resources.values()), facts
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return elapsed, cpu, sum(reader.resources.values()), facts
 
 
 def _import(folder: Path, database_url: str | None, profile: Path | None = None
-            ) -> tuple[float, dict[str, Any], dict[str, Any]]:
-    """Seconds, the summary, and the summary of importing again (must add nothing)."""
+            ) -> tuple[float, float, dict[str, Any], dict[str, Any]]:
+    """Seconds, CPU seconds (this process), the summary, and the summary of importing again
+    (which must add nothing)."""
     from imagebank.services.archive import Archive
     from imagebank.services.clinical import import_clinical
 
@@ -154,9 +154,9 @@ def _import(folder: Path, database_url: str | None, profile: Path | None = None
 
             profiler = cProfile.Profile()
             profiler.enable()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         summary = import_clinical(archive, [folder], PROJECT)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         if profile is not None:
             profiler.disable()
             profiler.dump_stats(profile)
@@ -164,7 +164,7 @@ def _import(folder: Path, database_url: str | None, profile: Path | None = None
     finally:
         archive.close()
         remove(data)
-    return elapsed, summary.as_dict(), again.as_dict()
+    return elapsed, cpu, summary.as_dict(), again.as_dict()
 
 
 def measure(copies: int, *, repeat: int = 3, postgres_url: str | None = None,
@@ -179,32 +179,38 @@ def measure(copies: int, *, repeat: int = 3, postgres_url: str | None = None,
         log(f"  {copies} copies: {counts['resources']:,} resources, {counts['patients']:,} "
             f"patients ({time.perf_counter() - started:.1f} s to write)")
         parse_times: list[float] = []
+        parse_cpu: list[float] = []
         runs: dict[str, list[float]] = {"SQLite": []}
         if server:
             runs["PostgreSQL"] = []
+        cpus: dict[str, list[float]] = {name: [] for name in runs}
         facts = 0
         summaries: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         for round_no in range(repeat):
             if quiet_wait:
                 wait_until_quiet(max_wait=quiet_wait, log=log)
-            seconds, resources, facts = _parse(folder)
+            seconds, cpu, resources, facts = _parse(folder)
             if resources != counts["resources"]:
                 raise RuntimeError(f"read {resources} resources of {counts['resources']}")
             parse_times.append(seconds)
-            for name in runs:
+            parse_cpu.append(cpu)
+            for name, times in runs.items():
                 url = database(server) if name == "PostgreSQL" and server else None
                 want_profile = profile and round_no == 0
                 prof = RUNS.parent / f"clinical-import-{name.lower()}.prof"
                 try:
-                    seconds, summary, again = _import(folder, url, prof if want_profile else None)
+                    seconds, cpu, summary, again = _import(folder, url,
+                                                           prof if want_profile else None)
                 finally:
                     if url and server:
                         drop_database(server, url)
                 _check(summary, again, counts, facts)
-                runs[name].append(seconds)
+                times.append(seconds)
                 summaries[name] = (summary, again)
-                log(f"  round {round_no + 1}: parse {resources / parse_times[-1]:,.0f}/s, "
-                    f"{name} import {resources / seconds:,.0f}/s ({seconds:.2f} s)")
+                cpus[name].append(cpu)
+                log(f"  round {round_no + 1}: parse {resources / parse_times[-1]:,.0f}/s "
+                    f"(CPU {parse_cpu[-1]:.2f} s), {name} import {resources / seconds:,.0f}/s "
+                    f"({seconds:.2f} s, CPU {cpu:.2f} s)")
                 if want_profile:
                     log(f"  (profile written to {prof})")
         resources = counts["resources"]

@@ -35,21 +35,26 @@ def _pg_bin() -> Path:
 
 
 @contextmanager
-def postgres_server(url: str | None) -> Iterator[str | None]:
-    """The server URL to use: ``url`` itself, a throwaway cluster's for ``"auto"``, or None."""
+def postgres_server(url: str | None, keep_in: Path | None = None) -> Iterator[str | None]:
+    """The server URL to use: ``url`` itself, a throwaway cluster's for ``"auto"``, or None.
+    With ``keep_in``, the "auto" cluster's files live (and stay) there: its databases are a
+    cache that the next run starts again."""
     if url is None or url != "auto":
         yield url
         return
     bin_dir = _pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="imagebank-bench-pg-"))
+    root = keep_in if keep_in is not None else Path(tempfile.mkdtemp(prefix="imagebank-bench-pg-"))
+    root.mkdir(parents=True, exist_ok=True)
     data = root / "data"
     port = _free_port()
     as_root = os.geteuid() == 0
     prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
     if as_root:
         shutil.chown(root, "postgres", "postgres")
-    subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", "imagebank",
-                    "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+    if not (data / "PG_VERSION").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", "imagebank",
+                        "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
     options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root}"
                " -c shared_buffers=1GB -c work_mem=64MB -c maintenance_work_mem=512MB"
                " -c effective_cache_size=8GB -c max_wal_size=8GB")
@@ -60,7 +65,8 @@ def postgres_server(url: str | None) -> Iterator[str | None]:
     finally:
         subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
                         "stop"], check=False, capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        if keep_in is None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def database(server_url: str, name: str | None = None, *, fresh: bool = True) -> str:

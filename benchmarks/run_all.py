@@ -1,7 +1,9 @@
 """imagebank's benchmarks, side by side: ingest throughput against ``cp -r && sync`` and
 Orthanc, peak memory of an ingest against corpus size, study search on a large index, REST
 upload against Orthanc's, study listing through the server, the DICOM network services
-and DICOMweb against Orthanc's, and de-identification against dicognito.
+and DICOMweb against Orthanc's, de-identification against dicognito, the clinical import's
+throughput against parsing alone, and cohort search at national scale against hand-written
+SQL.
 
     python benchmarks/run_all.py            # full sizes (docs/benchmarks.md): ~15 min once cached
     python benchmarks/run_all.py --smoke    # tiny sizes, < 2 min: run by `make test`
@@ -25,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import api_listing
+import clinical_import
+import cohort_scale
 import deid
 import dicom_network
 import index_queries
@@ -43,7 +47,7 @@ from common import (
     remove,
 )
 
-PARTS = ["ingest", "memory", "index", "rest", "listing", "dicom", "deid"]
+PARTS = ["ingest", "memory", "index", "rest", "listing", "dicom", "deid", "clinical", "cohort"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-orthanc", action="store_true")
     parser.add_argument("--only", choices=PARTS, action="append")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--postgres-url", default=None,
+                        help="also measure the clinical import and cohort search on this "
+                             "PostgreSQL server ('auto': a throwaway cluster)")
     args = parser.parse_args(argv)
 
     smoke = args.smoke
@@ -115,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         corpus = deid.smoke_spec() if smoke else deid.full_spec()
         run("(g) de-identification against dicognito", lambda: deid.measure(
             corpus, cold=cold, repeat=repeat, quiet_wait=0 if smoke else 120))
+    if "clinical" in only:
+        run("(h) clinical import throughput", lambda: clinical_import.measure(
+            2 if smoke else 25, repeat=1 if smoke else repeat, postgres_url=args.postgres_url,
+            quiet_wait=0 if smoke else 60))
+    if "cohort" in only:
+        run("(i) cohort search at national scale", lambda: cohort_scale.measure(
+            2_000 if smoke else 100_000, postgres_url=args.postgres_url))
     remove(RUNS)
 
     print(f"\n== results ({mode}, {time.monotonic() - started:.0f} s)")

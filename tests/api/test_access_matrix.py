@@ -112,6 +112,8 @@ EXPECTED: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", f"{P}/quarantine"): project_owner(200),
     ("GET", f"{P}/changes"): reader(200),
     ("GET", f"{P}/audit"): project_owner(200),
+    # cohort search: anyone who reads searches (exact counts for members and owners)
+    ("POST", f"{P}/cohorts/search"): reader(200),
     # -- the data hierarchy
     ("GET", f"{P}/subjects"): reader(200),
     ("GET", f"{P}/subjects/{{subject}}"): reader(200),
@@ -133,6 +135,7 @@ EXPECTED: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", f"{P}/resources/{{resource}}/file"): downloader(200),
     # -- jobs
     ("POST", f"{P}/imports"): writer(202),
+    ("POST", f"{P}/clinical-imports"): writer(202),
     ("POST", f"{P}/exports"): downloader(202),
     # sharing needs manage on both projects; a de-identified release of an identifiable
     # project needs manage on it (a research project's, download)
@@ -387,9 +390,14 @@ RECIPES: dict[tuple[str, str], Callable[[Ctx, str | None], Call]] = {
         content=b"a note", headers={"Content-Type": "text/plain"}),
     ("POST", f"{P}/imports"): lambda ctx, user: Call(
         content=tiny_zip(next(ctx.counter)), headers={"Content-Type": "application/zip"}),
+    ("POST", f"{P}/clinical-imports"): lambda ctx, user: Call(
+        content=b'{"resourceType": "Patient", "id": "p1", "identifier": [{"system": '
+                b'"urn:example:mrn", "value": "1"}]}\n',
+        headers={"Content-Type": "application/fhir+ndjson"}),
     ("POST", f"{P}/exports"): lambda ctx, user: Call(json={"ids": [ctx.world.ids["study"]]}),
     ("POST", f"{P}/shares"): lambda ctx, user: Call(json={"to": "lab"}),
     ("POST", f"{P}/releases"): lambda ctx, user: Call(json={"destination": "download"}),
+    ("POST", f"{P}/cohorts/search"): lambda ctx, user: Call(json={"query": "imaging[]"}),
     ("DELETE", f"{V1}/jobs/{{job_id}}"): _fresh_job,
     ("POST", f"{PDW}/studies"): lambda ctx, user: stow([tiny_dicom(next(ctx.counter))]),
     ("POST", f"{DW}/studies"): lambda ctx, user: stow([tiny_dicom(next(ctx.counter))]),

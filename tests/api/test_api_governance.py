@@ -5,7 +5,6 @@ shared; the audit trail names the administrator."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,9 +49,8 @@ def test_an_opt_out_list_is_imported_as_a_dated_version(api: tuple[World, TestCl
     assert _post(api, "/optout-lists", NHS.encode(), user="owner").status_code == 403
 
 
-def test_consents_are_imported_and_audited(api: tuple[World, TestClient], tmp_path: Path
-                                           ) -> None:
-    world, client = api
+def test_consents_are_imported_and_audited(api: tuple[World, TestClient]) -> None:
+    world = api[0]
     done = _post(api, "/consents", f"nhs_number,project,status,date\n{NHS},lab,withdrawn,"
                  "2026-11-01\n".encode())
     assert done.status_code == 200, done.text

@@ -10,10 +10,12 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pydicom
 from clikit import assert_one_line_error, cli, run
 
+from imagebank.index.tables import ClinicalFact
 from imagebank.services.archive import Archive
-from testkit import REPO, add_clinical_patient, nhs_numbers, optout_list
+from testkit import REPO, add_clinical_patient, nhs_numbers, optout_list, write_study
 
 LEEDS = REPO / "docs" / "policies" / "leeds.yaml"
 
@@ -74,10 +76,59 @@ def test_export_of_chosen_subjects_with_json_lines(tmp_path: Path) -> None:
 
 
 def test_clinical_tables_to_a_dicom_node_are_refused(tmp_path: Path) -> None:
-    data, subjects = _site(tmp_path, patients=1)
+    data, _subjects = _site(tmp_path, patients=1)
     refused = cli("export", "site", "dicom://PACS@127.0.0.1:104", "--policy", LEEDS,
                   "--clinical", data=data, expect=2)
     assert_one_line_error(refused, "images only")
     unknown = cli("share", "--from", "site", "--to", "lab", "--subject", "0" * 32, data=data,
                   expect=2)
     assert_one_line_error(unknown, "No subject")
+
+
+def _extra_study(data: Path, tmp_path: Path, nhs: str) -> None:
+    """A second study (MR) of the patient whose PatientID is ``nhs``."""
+    folder = tmp_path / "extra"
+    for path in write_study(folder, 0, study_number=1, modality="MR", issuer=""):
+        ds = pydicom.dcmread(path)
+        ds.PatientID = nhs
+        del ds.IssuerOfPatientID
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        path.write_bytes(buffer.getvalue())
+    cli("ingest", folder, "-p", "site", data=data)
+
+
+def test_cohort_release_takes_the_matched_people_and_studies(tmp_path: Path) -> None:
+    data, subjects = _site(tmp_path)
+    nhs_a = next(iter(subjects))
+    _extra_study(data, tmp_path, nhs_a)  # patient A: a CT and an MR study
+    # Only the first bundle's patient had a myocardial infarction (SNOMED 22298006).
+    query = "condition[SNOMED:22298006] and imaging[modality = CT]"
+    shared = cli("cohort-release", query, "-p", "site", "--to", "lab", "--clinical",
+                 data=data)
+    assert shared.stdout.startswith("4 of 4 objects released (1 patients, 0 there already)")
+    with Archive.open(data, workers=1) as archive:
+        studies = archive.studies("lab")
+        [facts] = [r for r in archive.resources("lab", "project", "lab")
+                   if str(r["name"]).endswith("-facts.parquet")]
+        rows = pq.read_table(io.BytesIO(archive.store.get(facts["object_key"]))).to_pylist()
+        with archive.sessions.begin() as session:
+            expected = session.query(ClinicalFact).filter(
+                ClinicalFact.subject_id == subjects[nhs_a]).count()
+    assert [s["modalities_in_study"] for s in studies] == ["CT"]  # not the MR study
+    assert len(rows) == expected and {r["patient"] for r in rows} == {studies[0]["patient_id"]}
+    [manifest_path] = (data / "releases").glob("*.json")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["cohort"] == query
+    assert manifest["clinical"]["patients"] == 1
+    # Exported instead: the same people, to a zip; a query that matches no one is refused.
+    out = tmp_path / "cohort.zip"
+    exported = cli("cohort-release", query, "-p", "site", "--out", out, "--policy", LEEDS,
+                   "--clinical", data=data)
+    assert "4 of 4 objects released (1 patients" in exported.stdout
+    nobody = cli("cohort-release", "condition[SNOMED:1234567]", "-p", "site", "--to", "lab",
+                 data=data, expect=2)
+    assert_one_line_error(nobody, "matches no one")
+    bad = cli("cohort-release", "condition[SNOMED:", "-p", "site", "--to", "lab", data=data,
+              expect=2)
+    assert bad.stderr.startswith("error: ")

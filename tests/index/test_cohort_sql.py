@@ -203,3 +203,21 @@ def test_another_projects_data_is_never_matched(world: CohortWorld) -> None:
     found, counts, series = _run(other, "imaging[modality = MR] or sex = M")
     assert found == {"bob", "carol", "dave"} and counts[0] == 3
     assert {s["id"] for s in series} <= {s for ids in other.series_of.values() for s in ids}
+
+
+def test_a_prefix_or_wildcard_matches_percent_and_underscore_literally(
+        world: CohortWorld) -> None:
+    world.subject("hank", "M", "19700101")
+    world.fact("hank", "condition", "ICD10", "X_1", None)
+    world.fact("hank", "procedure", "SNOMED", "Y%1", None)
+    world.study("hank", "20200101", {"modality": "OT", "series_description": "50%_dose"})
+    world.subject("ivy", "F", "19700101")
+    world.fact("ivy", "condition", "ICD10", "XA1", None)
+    world.fact("ivy", "procedure", "SNOMED", "YB1", None)
+    world.study("ivy", "20200101", {"modality": "OT", "series_description": "50XYdose"})
+    world.flush()
+    assert _run(world, "condition[ICD10:X_*]")[0] == {"hank"}
+    assert _run(world, "condition[ICD10:X*]")[0] == {"hank", "ivy"}
+    assert _run(world, "procedure[SNOMED:'Y%'*]")[0] == {"hank"}
+    assert _run(world, "imaging[series_description = '50%_*']")[0] == {"hank"}
+    assert _run(world, "imaging[series_description = '50*dose']")[0] == {"hank", "ivy"}

@@ -191,6 +191,7 @@ def test_patients_in_any_order_get_one_record_each(tmp_path: Path) -> None:
     assert kinds == ["record", "fact", "record", "fact", "record"] + ["fact"] * 7
 
 
+@pytest.mark.slow
 def test_a_large_csv_streams(tmp_path: Path) -> None:
     """200,000 rows (about 11 MB): reading the first 20,000 holds well under what the file
     (or its facts) would take in memory, and every row is read."""

@@ -23,7 +23,7 @@ from imagebank.dicom.synthetic import SyntheticPatient
 from imagebank.domain.errors import InvalidInputError, NotFoundError
 from imagebank.index.tables import ClinicalFact
 from imagebank.services.archive import Archive
-from imagebank.services.clinical_release import FACT_COLUMNS
+from imagebank.services.clinical_release import FACT_COLUMNS, read_csv_table, schemas
 from imagebank.services.release import ReleaseSpec, run_release
 from testkit import REPO, add_clinical_patient, import_optout_list, nhs_numbers
 
@@ -66,23 +66,13 @@ def _identifiers(nhs: str, bundle: Path, patient: int = 0) -> list[str]:
     return [v for v in values if v and len(v) >= 4]
 
 
-def _csv_rows(data: bytes) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+def _csv_rows(data: bytes, table: int = 0) -> list[dict[str, Any]]:
+    """A table's CSV read back with its schema (``table`` 0: facts, 1: subjects)."""
+    return read_csv_table(io.BytesIO(data), schemas()[table]).to_pylist()
 
 
-def _as_csv(row: dict[str, Any]) -> dict[str, str]:
-    """A Parquet row as the CSV writes it."""
-    out = {}
-    for key, value in row.items():
-        if value is None:
-            out[key] = ""
-        elif isinstance(value, datetime):
-            out[key] = value.isoformat()
-        elif isinstance(value, float):
-            out[key] = repr(value)
-        else:
-            out[key] = str(value)
-    return out
+def _header(data: bytes) -> list[str]:
+    return next(csv.reader(io.StringIO(data.decode("utf-8"))))
 
 
 def _parquet_rows(data: bytes) -> list[dict[str, Any]]:
@@ -133,8 +123,8 @@ def test_a_share_releases_tables_that_join_the_images_with_shifted_dates(
     facts_csv = _csv_rows(_table(resources, "-facts.csv"))
     facts_parquet = _parquet_rows(_table(resources, "-facts.parquet"))
     # CSV and Parquet: the same rows, in the same order, with the same columns.
-    assert list(facts_csv[0]) == list(FACT_COLUMNS)
-    assert [_as_csv(r) for r in facts_parquet] == facts_csv
+    assert _header(_table(resources, "-facts.csv")) == list(FACT_COLUMNS)
+    assert facts_csv == facts_parquet
     # Every row is the images' patient, every time moved by the images' offset.
     source = _source_facts(archive)
     assert len(facts_parquet) == len(source) == result["clinical"]["facts"] > 50
@@ -157,7 +147,7 @@ def test_a_share_releases_tables_that_join_the_images_with_shifted_dates(
     born = datetime.strptime(synthetic.birth_date, "%Y%m%d").date()
     assert subject == {"patient": pseudonym, "sex": synthetic.sex,
                        "birth_year": (born + timedelta(days=moved)).year}
-    assert _csv_rows(_table(resources, "-subjects.csv")) == [_as_csv(subject)]
+    assert _csv_rows(_table(resources, "-subjects.csv"), 1) == [subject]
     # Nothing identifying, in any file.
     identifiers = _identifiers(nhs, bundle)
     for name, data in resources.items():
@@ -290,3 +280,69 @@ def test_what_cannot_take_clinical_tables_is_refused_before_anything_runs(
     with pytest.raises((InvalidInputError, NotFoundError), match=words):
         run_release(sqlite_archive, spec, "j", workers=1)
     assert not (sqlite_archive.settings.data / "releases").exists()
+
+
+def test_a_withdrawn_patient_leaves_every_later_table(archive: Archive,
+                                                      tmp_path: Path) -> None:
+    from imagebank.services.consent import import_consents
+
+    _world(archive, tmp_path, patients=2)
+    _share(archive, "j1")
+    stored = _resources(archive, "lab")
+    [nhs_a, nhs_b] = nhs_numbers(2)
+    site = {s["patient_id"]: s["id"] for s in archive.subjects("site")}
+    with archive.engine.connect() as conn:
+        count_a = conn.execute(text("SELECT COUNT(*) FROM clinical_facts WHERE subject_id = "
+                                    ":s"), {"s": site[nhs_a]}).scalar_one()
+    consents = tmp_path / "consents.csv"
+    consents.write_text(f"nhs_number,status,date\n{nhs_a},withdrawn,2026-11-02\n")
+    import_consents(archive, consents)
+    # A research project's export leaves the withdrawn patient's rows out of its tables.
+    result = run_release(archive, ReleaseSpec("release", "lab", str(tmp_path / "out"),
+                                              clinical=True), "e1", workers=1)
+    assert result["ok"] and result["patients"] == 1
+    exported = {p.name: p.read_bytes() for p in (tmp_path / "out" / "clinical").iterdir()}
+    assert exported.keys() == stored.keys()
+    [pseudonym] = {p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("IB")}
+    for name, data in exported.items():
+        schema = schemas()[0 if "-facts." in name else 1]
+        rows = (_parquet_rows(data) if name.endswith(".parquet")
+                else read_csv_table(io.BytesIO(data), schema).to_pylist())
+        before = (_parquet_rows(stored[name]) if name.endswith(".parquet")
+                  else read_csv_table(io.BytesIO(stored[name]), schema).to_pylist())
+        assert {r["patient"] for r in rows} == {pseudonym}
+        assert rows == [r for r in before if r["patient"] == pseudonym]
+    manifest = json.loads((tmp_path / "out" / "manifest-e1.json").read_text())
+    assert manifest["clinical"]["emptied"]["rows_of_excluded_subjects"] == count_a + 1
+    # A new export from the site: their images and facts are left out too.
+    fresh = _export(archive, tmp_path / "site-out", "e2")
+    assert fresh["patients"] == 1 and fresh["clinical"]["patients"] == 1
+    with archive.engine.connect() as conn:
+        count_b = conn.execute(text("SELECT COUNT(*) FROM clinical_facts WHERE subject_id = "
+                                    ":s"), {"s": site[nhs_b]}).scalar_one()
+    assert fresh["clinical"]["facts"] == count_b
+
+
+def test_a_cohort_release_takes_the_people_the_query_matches(archive: Archive,
+                                                             tmp_path: Path) -> None:
+    from imagebank.services.cohort_release import cohort_spec
+
+    _world(archive, tmp_path, patients=2)
+    [nhs_a, _nhs_b] = nhs_numbers(2)
+    site = {s["patient_id"]: s["id"] for s in archive.subjects("site")}
+    # Only the first bundle's patient had a myocardial infarction (SNOMED 22298006).
+    query = "condition[SNOMED:22298006] within 100 years before imaging[modality = CT]"
+    spec = cohort_spec(archive, ReleaseSpec("share", "site", "lab", clinical=True), query)
+    assert spec.subject_ids == (site[nhs_a],)
+    assert spec.study_ids == tuple(s["id"] for s in archive.studies("site")
+                                   if s["subject_id"] == site[nhs_a])
+    result = run_release(archive, spec, "c1", workers=1)
+    assert result["ok"] and result["patients"] == 1 and result["clinical"]["patients"] == 1
+    manifest = json.loads((archive.settings.data / "releases" / "c1.json").read_text())
+    assert manifest["cohort"] == query
+    # Without imaging criteria: the people's studies, all of them.
+    clinical_only = cohort_spec(archive, ReleaseSpec("share", "site", "lab"),
+                                "condition[SNOMED:22298006]")
+    assert clinical_only.subject_ids == (site[nhs_a],) and clinical_only.study_ids == ()
+    with pytest.raises(InvalidInputError, match="matches no one"):
+        cohort_spec(archive, ReleaseSpec("share", "site", "lab"), "condition[SNOMED:1]")

@@ -11,6 +11,7 @@ from imagebank import __version__
 from imagebank.api import (
     problems,
     routes_accounts,
+    routes_cohort,
     routes_data,
     routes_dicomweb,
     routes_governance,
@@ -59,7 +60,7 @@ def create_app(runtime: Runtime, *, background: bool = True, requeue: bool = Tru
     # The routes are added as they are (not through include_router) so that the route table
     # holds each APIRoute with its full path: the audit records it and a test walks it.
     for module in (routes_accounts, routes_projects, routes_data, routes_jobs, routes_dicomweb,
-                   routes_governance):
+                   routes_governance, routes_cohort):
         app.router.routes.extend(module.router.routes)
     app.add_middleware(AuditMiddleware, runtime=runtime)
     return app

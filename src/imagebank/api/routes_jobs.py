@@ -1,5 +1,6 @@
-"""Jobs: imports (an uploaded zip, ingested in the background) and exports (a zip of studies
-or series to download), with state and progress."""
+"""Jobs: imports (an uploaded zip, ingested in the background), clinical imports (uploaded
+FHIR files), exports (a zip of studies or series to download), shares and releases, with
+state and progress."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from imagebank.api import multipart
 from imagebank.api.routes_data import receive_body
 from imagebank.api.schemas import ExportIn, JobOut, ReleaseIn, ShareIn
 from imagebank.api.security import (
@@ -22,11 +24,21 @@ from imagebank.api.security import (
     signed_in,
 )
 from imagebank.domain.access import Permission, Principal, Scope
-from imagebank.domain.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from imagebank.domain.errors import (
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnsupportedMediaTypeError,
+)
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 JOB_ID = Path(pattern=r"^[0-9a-f]{32}$")
 ZIP_BODY = {"schema": {"type": "string", "format": "binary"}}
+#: Media types of a FHIR upload's files: JSON (a Bundle, or one resource) and NDJSON.
+FHIR_JSON = ("application/fhir+json", "application/json")
+FHIR_NDJSON = ("application/fhir+ndjson", "application/x-ndjson", "application/ndjson")
+#: A multipart upload is read in memory: at most this much (one file is streamed to disk).
+MULTIPART_LIMIT = 1024**3
 
 
 def _visible_job(request: Request, job_id: str) -> tuple[Principal, dict[str, Any]]:
@@ -77,6 +89,76 @@ async def start_import(request: Request, project: str) -> dict[str, Any]:
     job = await run_in_threadpool(submit)
     set_audit(request, level="job", object_id=job["id"])
     return job
+
+
+@router.post("/projects/{project}/clinical-imports", response_model=JobOut, status_code=202,
+             dependencies=[project_access(Permission.WRITE, "clinical_import")],
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 **{t: ZIP_BODY for t in (*FHIR_JSON, *FHIR_NDJSON)},
+                 "multipart/related": {"schema": {"type": "string", "format": "binary"}}}}},
+             responses={400: {}, 403: {}, 404: {}, 415: {}})
+async def start_clinical_import(
+    request: Request, project: str,
+    strict: bool = Query(False, description="Validate every resource against the FHIR R4B "
+                         "models (slower)."),
+) -> dict[str, Any]:
+    """Upload FHIR R4 files and import them into the project in the background: poll the
+    job (its progress is resources read; its result the import's summary; any problem fails
+    it, the rest being imported). One file as the body (``application/fhir+json``: a Bundle
+    or a resource; ``application/fhir+ndjson``: a bulk-export file), or several as
+    ``multipart/related`` parts of those types (at most 1 GiB in all)."""
+    from imagebank.services.clinical_job import submit_clinical_import
+
+    runtime = runtime_of(request)
+    principal = resolve_principal(request)
+    assert principal is not None
+    # A research project refuses clinical data before the upload is read.
+    await run_in_threadpool(runtime.archive.admit, project)
+    files = await _fhir_files(request, runtime.archive.settings.max_object_size)
+    job = await run_in_threadpool(lambda: submit_clinical_import(
+        runtime.jobs, project, files, strict=strict, created_by=principal.user_id))
+    set_audit(request, level="job", object_id=job["id"],
+              detail={"files": len(files), "strict": strict})
+    return job
+
+
+def _fhir_kind(media_type: str | None, where: str) -> Any:
+    if media_type in FHIR_JSON:
+        return "json"
+    if media_type in FHIR_NDJSON:
+        return "ndjson"
+    raise UnsupportedMediaTypeError(
+        f"{where} must be FHIR R4: application/fhir+json (a Bundle or a resource) or "
+        "application/fhir+ndjson (a resource a line); nothing was imported.")
+
+
+async def _fhir_files(request: Request, limit: int) -> list[tuple[Any, bytes | FilePath]]:
+    """The uploaded files as (format, content): one body, or the parts of a multipart one."""
+    content_type = multipart.parse_media_type(request.headers.get("content-type", ""))
+    if content_type.type != "multipart/related":
+        kind = _fhir_kind(content_type.type, "The body")
+        body = await receive_body(request, limit)
+        if not body:
+            raise InvalidInputError("The body is empty: send a FHIR file.")
+        return [(kind, body)]
+    boundary = multipart.boundary_of(content_type)
+    limit = min(limit, MULTIPART_LIMIT)
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise InvalidInputError(f"A multipart upload holds at most {limit} bytes; send big "
+                                "files one a request, or use imagebank clinical import.",
+                                code="too_large")
+    parts = await multipart.read_parts(request.stream(), boundary, limit=limit,
+                                       max_parts=10_000)
+    if not parts:
+        raise InvalidInputError("The multipart body holds no parts.", code="bad_multipart")
+    declared = content_type.params.get("type", "").lower() or None
+    files: list[tuple[Any, bytes | FilePath]] = []
+    for number, part in enumerate(parts, 1):
+        part_type = part.media_type
+        files.append((_fhir_kind(part_type.type if part_type else declared,
+                                 f"Part {number}"), part.body))
+    return files
 
 
 @router.post("/projects/{project}/exports", response_model=JobOut, status_code=202,

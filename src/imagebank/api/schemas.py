@@ -387,3 +387,57 @@ class ConsentImportOut(Out):
     flagged_research_subjects: int
     flagged_site_subjects: int
     cleared: int = Field(description="Withdrawal flags a later grant cleared.")
+
+
+# -- cohort search (decision 0022) ------------------------------------------------------------
+class CohortSearchIn(BaseModel):
+    query: str = Field(min_length=1, max_length=10_000, description="A cohort query, e.g. "
+                       "condition[ICD10:C34*] within 90 days before imaging[modality = CT].")
+    limit: int = Field(default=100, ge=0, le=10_000, description="IDs listed at most per "
+                       "level, when the result is exact.")
+
+
+class ShownCountOut(Out):
+    count: int | None = Field(description="The count shown (rounded under the policy when "
+                              "not exact); null when suppressed.")
+    shown: str = Field(description="The count as text: '120', or '< 10' when suppressed.")
+    suppressed: bool
+
+
+class CohortCountsOut(Out):
+    people: ShownCountOut = Field(description="Distinct subjects (people), never rows.")
+    studies: ShownCountOut
+    series: ShownCountOut
+
+
+class CohortStudyOut(Out):
+    id: str
+    subject_id: str
+    study_instance_uid: str
+    study_date: str | None = None
+    modalities_in_study: str | None = None
+
+
+class CohortSeriesOut(Out):
+    id: str
+    study_id: str
+    series_instance_uid: str
+    modality: str | None = None
+
+
+class CohortOut(Out):
+    """Counts of a cohort; exact with IDs for a site project's members, owners and site
+    administrators, else suppressed and rounded under the policy, without IDs."""
+
+    project: str
+    query: str = Field(description="The query as normalised text.")
+    exact: bool
+    counts: CohortCountsOut
+    smallest_count: int | None = Field(default=None, description="Counts from 1 to this "
+                                       "minus 1 are suppressed (when not exact).")
+    rounding: int | None = Field(default=None, description="Counts are rounded to a multiple "
+                                 "of this (when not exact).")
+    subjects: list[str] | None = Field(default=None, description="Subject IDs (exact only).")
+    studies: list[CohortStudyOut] | None = None
+    series: list[CohortSeriesOut] | None = None
+    truncated: bool | None = Field(default=None, description="A list stops at the limit.")

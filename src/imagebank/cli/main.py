@@ -693,8 +693,10 @@ def demo(
         summary = build_demo(archive, studies=studies, shared=shared, progress=progress.update)
     out.print(f"Demo archive in [bold]{escape(str(archive.settings.data))}[/]:")
     for project_id, counts in summary.items():
+        facts = (f", {counts['clinical_facts']} clinical facts" if counts.get("clinical_facts")
+                 else "")
         out.print(f"  {project_id}: {counts['stored']} stored, {counts['duplicates']} already "
-                  f"there, {counts['quarantined'] + counts['conflicts']} not stored")
+                  f"there, {counts['quarantined'] + counts['conflicts']} not stored{facts}")
     _list_projects(False)
 
 
@@ -977,6 +979,65 @@ def export(
     _run_release_job(spec, "export", jsonl)
 
 
+@app.command("cohort-release")
+def cohort_release(
+    query: Annotated[str, typer.Argument(
+        help="A cohort query, in quotes (as for `imagebank cohort`).", show_default=False)],
+    project: Annotated[str, typer.Option(
+        "--project", "-p", help="The identifiable project the query runs over.",
+        show_default=False)],
+    to: Annotated[str | None, typer.Option(
+        "--to", help="Share into this research project (its policy, options and key).",
+        show_default=False)] = None,
+    destination: Annotated[str | None, typer.Option(
+        "--out", metavar="DEST", help="Export instead: a folder or a file ending .zip (with "
+        "--clinical), or any destination of `imagebank export`.", show_default=False)] = None,
+    policy: Annotated[list[Path] | None, typer.Option(
+        "--policy", help="An export's policies (YAML), merged strictest.",
+        show_default=False)] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="An export's profile option (the policy must allow it).",
+        show_default=False)] = None,
+    key: Annotated[str | None, typer.Option(
+        "--key", help="An export's key, by name in the key store (default: 'default').",
+        show_default=False)] = None,
+    clinical: ClinicalOption = False,
+    jsonl: JsonlOption = False,
+) -> None:
+    """Release the people a cohort query matches: their images (only the matched studies
+    when the query has imaging criteria) and, with --clinical, their clinical tables, shared
+    into a research project (--to) or exported (--out), as a job; the manifest records the
+    query."""
+    from imagebank.domain.cohort import CohortQueryError
+    from imagebank.services.cohort_release import cohort_spec
+    from imagebank.services.policies import project_policy
+    from imagebank.services.release import ReleaseSpec, check_destination
+
+    if (to is None) == (destination is None):
+        raise InvalidInputError("Give --to RESEARCH (a share) or --out DEST (an export).")
+    archive = state.open()
+    if to is not None:
+        if policy or option or key:
+            raise InvalidInputError("A share uses the research project's own policy, "
+                                    "options and key; --policy, --option and --key are for "
+                                    "--out.")
+        spec = ReleaseSpec("share", project, to, clinical=clinical)
+    else:
+        assert destination is not None
+        target = check_destination(archive, destination)
+        text = project_policy(policy, option or []) if policy else None
+        spec = ReleaseSpec("release", project, target, tuple(option or ()), text,
+                           key_name=key, clinical=clinical)
+    try:
+        spec = cohort_spec(archive, spec, query)
+    except CohortQueryError as exc:
+        err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
+        for line in exc.pointer().splitlines():
+            err.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    _run_release_job(spec, "share" if to is not None else "export", jsonl)
+
+
 # -- users, roles, tokens, audit, serve ---------------------------------------------------
 def _runtime() -> Any:
     from imagebank.services.runtime import Runtime
@@ -985,10 +1046,11 @@ def _runtime() -> Any:
 
 
 def _cli_audit(runtime: Any, action: str, *, project: str | None = None,
-               level: str | None = None, object_id: str | None = None) -> None:
+               level: str | None = None, object_id: str | None = None,
+               detail: dict[str, Any] | None = None) -> None:
     """Administration from the command line is audited too (actor: the OS account)."""
     runtime.audit.admin_event(_os_user(), action, project_id=project, level=level,
-                              object_id=object_id)
+                              object_id=object_id, detail=detail)
 
 
 def _read_password(password_stdin: bool) -> str:
@@ -1295,6 +1357,10 @@ def serve(
     serve_archive(archive, host=host or archive.settings.host,
                   port=port or archive.settings.port, demo_admin=demo_admin, console=err,
                   workers=workers, dicom_port=dicom_port)
+
+
+# `imagebank cohort` and `imagebank codes`: their module adds them to `app` when imported.
+import imagebank.cli.cohort  # noqa: E402, F401
 
 
 def main() -> None:

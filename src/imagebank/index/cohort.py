@@ -116,7 +116,7 @@ _SEX_VALUES = {
 class CohortStatements:
     """A compiled query: ``subjects`` selects the matching subject IDs (``subject_id``,
     each once); ``series`` selects (``subject_id``, ``study_id``, ``series_id``) of the
-    matched imaging events, each once."""
+    matched imaging events (a series may come more than once: count it DISTINCT)."""
 
     subjects: Select[Any]
     series: Select[Any]
@@ -211,7 +211,7 @@ class _Compiler:
                      .where(study.c.project_id == self.project_id,
                             study.c.subject_id.in_(select(matched.c.subject_id)))]
         if len(parts) == 1:
-            return parts[0].distinct()
+            return parts[0]  # repeats are harmless: the hits are counted DISTINCT
         return _wrap(union(*parts), "subject_id", "study_id", "series_id")
 
     def positive_imaging(self, expr: Expr, positive: bool
@@ -287,15 +287,17 @@ class _Compiler:
         return and_(system == code.system, column.in_(select(tree.c.code)))
 
     def prefix(self, column: Any, prefix: str) -> ColumnElement[bool]:
-        """Codes that start with ``prefix``, as a range of the code index: byte order (the
-        "C" collation on PostgreSQL, whose other collations order punctuation otherwise)."""
+        """Codes that start with ``prefix``: on SQLite a range of the code index (its BINARY
+        collation is byte order); on PostgreSQL a LIKE, which the index's text_pattern_ops
+        turns into a range whatever the database's collation (a linguistic one may order
+        punctuation out of byte order, and a range of its own would miss codes)."""
+        if self.postgres:
+            return cast(ColumnElement[bool], column.like(_escape_like(prefix) + "%",
+                                                         escape="\\"))
         last = ord(prefix[-1])
         if last >= 0x10FFFF:
             return func.substr(column, 1, len(prefix)) == prefix
-        upper = prefix[:-1] + chr(last + 1)
-        if self.postgres:
-            column = column.collate("C")
-        return and_(column >= prefix, column < upper)
+        return and_(column >= prefix, column < prefix[:-1] + chr(last + 1))
 
     def imaging(self, event: Event) -> _Source:
         serie, study = SERIES.alias(), STUDIES.alias()
@@ -384,13 +386,14 @@ def _timing(first: Any, second: Any, timing: Timing) -> ColumnElement[bool]:
     gap = second - first
     days = timing.days
     if days is None:
-        return cast(ColumnElement[bool], gap > 0 if timing.direction is Direction.BEFORE
-                    else gap < 0)
-    if timing.direction is Direction.BEFORE:
-        return gap.between(0, days)
-    if timing.direction is Direction.AFTER:
-        return gap.between(-days, 0)
-    return gap.between(-days, days)
+        clause = gap > 0 if timing.direction is Direction.BEFORE else gap < 0
+    elif timing.direction is Direction.BEFORE:
+        clause = gap.between(0, days)
+    elif timing.direction is Direction.AFTER:
+        clause = gap.between(-days, 0)
+    else:
+        clause = gap.between(-days, days)
+    return cast(ColumnElement[bool], clause)
 
 
 def _compare(column: Any, item: Filter, convert: Any = None) -> ColumnElement[bool]:
@@ -447,27 +450,39 @@ def _text(column: Any, item: Filter, *, exact: bool) -> ColumnElement[bool]:
     return cast(ColumnElement[bool], matches)
 
 
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _like(column: Any, value: str) -> ColumnElement[bool]:
     lowered = func.lower(column)
     if "*" not in value:
-        return cast(ColumnElement[bool], lowered == func.lower(literal(value)))
-    pattern = (value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-               .replace("*", "%"))
+        return lowered == func.lower(literal(value))
+    pattern = _escape_like(value).replace("*", "%")
     return cast(ColumnElement[bool], lowered.like(func.lower(literal(pattern)), escape="\\"))
 
 
 # -- running it ----------------------------------------------------------------------------
 def count_cohort(session: Session, statements: CohortStatements) -> tuple[int, int, int]:
     """(people, studies, series) of a compiled query, in one statement."""
-    people = statements.subjects.subquery("people")
+    people = select(func.count()).select_from(statements.subjects.subquery("people"))
     hits = statements.series.subquery("hits")
-    stmt = select(
-        select(func.count()).select_from(people).scalar_subquery(),
-        select(func.count(distinct(hits.c.study_id))).scalar_subquery(),
-        select(func.count(distinct(hits.c.series_id))).scalar_subquery(),
-    )
+    hit_counts = select(func.count(distinct(hits.c.study_id)).label("studies"),
+                        func.count(distinct(hits.c.series_id)).label("series")
+                        ).subquery("hit_counts")  # one row: the hits are found once
+    stmt = select(people.scalar_subquery(), hit_counts.c.studies, hit_counts.c.series)
     row = session.execute(stmt).one()
     return int(row[0]), int(row[1]), int(row[2])
+
+
+def list_cohort_subjects(session: Session, statements: CohortStatements, *,
+                         limit: int | None = None) -> list[str]:
+    """The subject IDs of a compiled query in ID order (all of them without ``limit``)."""
+    people = statements.subjects.subquery("people")
+    stmt = select(people.c.subject_id).order_by(people.c.subject_id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [str(s) for s in session.execute(stmt).scalars()]
 
 
 def list_cohort(session: Session, statements: CohortStatements, *, limit: int
@@ -475,9 +490,7 @@ def list_cohort(session: Session, statements: CohortStatements, *, limit: int
     """Up to ``limit`` subject IDs, studies and series of a compiled query, in ID order.
     Studies carry their subject, StudyInstanceUID, date and modalities; series their study,
     SeriesInstanceUID and modality. Nothing that names the patient."""
-    people = statements.subjects.subquery("people")
-    subjects = [str(s) for s in session.execute(
-        select(people.c.subject_id).order_by(people.c.subject_id).limit(limit)).scalars()]
+    subjects = list_cohort_subjects(session, statements, limit=limit)
     hits = statements.series.subquery("hits")
     study_ids = select(hits.c.study_id)
     studies = [dict(r._mapping) for r in session.execute(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, func, insert, select, union, update
 from sqlalchemy.orm import Session
 
 from imagebank.index.repo import _chunks, _insert, _insert_new, now
@@ -143,3 +143,11 @@ def subjects_by_ids(session: Session, subject_ids: Sequence[str]) -> list[dict[s
                       Subject.withdrawn_at).where(Subject.id.in_(chunk))
         rows.extend(dict(r._mapping) for r in session.execute(stmt))
     return rows
+
+
+def withdrawn_subjects(project_id: str, also: Select[Any] | None = None) -> Select[Any]:
+    """A SELECT of the project's subjects flagged withdrawn (and of ``also``'s subject IDs):
+    what every cohort leaves out."""
+    flagged = select(Subject.id).where(Subject.project_id == project_id,
+                                       Subject.withdrawn_at.is_not(None))
+    return flagged if also is None else select(union(flagged, also).subquery().c[0])

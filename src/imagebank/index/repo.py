@@ -7,6 +7,7 @@ practice 6). Reads return plain dicts of column values, which callers turn into 
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -612,15 +613,17 @@ def add_subjects(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
 
 
 #: Columns of ``clinical_facts`` a fact's row gives as they are, then its times: the order of
-#: the two statements below (spelled out, not formatted: they are SQL).
+#: the statements below (spelled out, not formatted: they are SQL).
 _FACT_VALUES = itemgetter("id", "project_id", "subject_id", "kind", "system", "code",
                           "display", "value_number", "value_text", "value_system", "unit",
                           "status", "detail")
+_FACT_PARAMS = 16
 _INSERT_FACTS_SQLITE = (
     'INSERT INTO clinical_facts (id, project_id, subject_id, kind, system, code, display, '
     'value_number, value_text, value_system, unit, status, detail, start, "end", imported_at) '
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    "VALUES "
 )
+_FACT_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_FACTS_POSTGRESQL = (
     "WITH new AS (INSERT INTO clinical_facts (id, project_id, subject_id, kind, system, code, "
     'display, value_number, value_text, value_system, unit, status, detail, start, "end", '
@@ -634,10 +637,12 @@ _INSERT_FACTS_POSTGRESQL = (
 def add_clinical_facts(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     """Insert facts not there yet (by ID); how many were inserted.
 
-    The import's hot path (20,000 FHIR resources a second, issue 6): rows go to the driver in
-    one statement, without SQLAlchemy's per-row processing (30 µs a row, more than parsing
-    the FHIR): SQLite gets an ``executemany`` (its ``rowcount`` sums the rows inserted),
-    PostgreSQL one ``INSERT ... SELECT FROM unnest(arrays)`` whose ``RETURNING`` is counted
+    The import's hot path (20,000 FHIR resources a second, issue 6): rows go to the driver
+    without SQLAlchemy's per-row processing (30 µs a row, more than parsing the FHIR), in few
+    statements. SQLite: multi-row ``VALUES`` of up to 1,000 rows (``rowcount`` is the rows
+    inserted), not an ``executemany``, which releases and retakes Python's lock for every row
+    and so crawls while another thread runs (the import reads while it writes).
+    PostgreSQL: one ``INSERT ... SELECT FROM unnest(arrays)`` whose ``RETURNING`` is counted
     (a multi-row ``VALUES`` of 5,000 rows costs psycopg 85 ms to parse). Rows are written in
     ID order, one global order, so concurrent imports of overlapping batches wait for each
     other's row locks instead of deadlocking.
@@ -652,12 +657,21 @@ def add_clinical_facts(session: Session, rows: Sequence[dict[str, Any]]) -> int:
         arrays += [[r["start"] for r in rows], [r["end"] for r in rows]]
         return int(conn.exec_driver_sql(_INSERT_FACTS_POSTGRESQL, (now(), *arrays))
                    .scalar_one())
-    # SQLite: times stored as SQLAlchemy stores them (its DateTime's own bind processor).
+    # Times stored as SQLAlchemy stores them (its DateTime's own bind processor).
     to_db = _CLINICAL_FACTS.c.start.type.dialect_impl(dialect).bind_processor(dialect)
     assert to_db is not None
     stamp = to_db(now())
-    params = [(*_FACT_VALUES(r), to_db(r["start"]), to_db(r["end"]), stamp) for r in rows]
-    return int(conn.exec_driver_sql(_INSERT_FACTS_SQLITE, params).rowcount)
+    driver = conn.connection.dbapi_connection
+    limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if driver else 999
+    size = max(1, min(1000, limit // _FACT_PARAMS))
+    inserted = 0
+    for chunk in _chunks(rows, size):
+        params = [value for r in chunk for value in (
+            *_FACT_VALUES(r), to_db(r["start"]), to_db(r["end"]), stamp)]
+        statement = _INSERT_FACTS_SQLITE + ", ".join([_FACT_MARKS] * len(chunk))
+        inserted += conn.exec_driver_sql(statement + " ON CONFLICT DO NOTHING",
+                                         tuple(params)).rowcount
+    return inserted
 
 
 def clinical_fact_counts(session: Session, project_id: str | None = None) -> dict[str, int]:
@@ -668,22 +682,26 @@ def clinical_fact_counts(session: Session, project_id: str | None = None) -> dic
 
 
 # -- clinical tables of a release (decision 0026) ------------------------------------------------
-def release_subjects(session: Session, project_id: str, *, after: str = "", limit: int = 1000,
-                     subject_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """A project's subjects in ID order with what a release needs (the identifiers the
-    pseudonym and the date shift derive from, sex, birth date, name): the next ``limit``
-    after ``after``, or, given ``subject_ids``, those of them in the project."""
-    stmt = select(Subject.id, Subject.patient_id, Subject.issuer_of_patient_id,
-                  Subject.patient_name, Subject.patient_birth_date, Subject.patient_sex
-                  ).where(Subject.project_id == project_id)
-    if subject_ids is not None:
-        rows: list[dict[str, Any]] = []
-        for chunk in _chunks(list(subject_ids)):
-            rows.extend(dict(r._mapping) for r in session.execute(
-                stmt.where(Subject.id.in_(chunk))))
-        return sorted(rows, key=lambda r: str(r["id"]))
-    stmt = stmt.where(Subject.id > after).order_by(Subject.id).limit(limit)
-    return [dict(r._mapping) for r in session.execute(stmt)]
+def project_subject_ids(session: Session, project_id: str) -> list[str]:
+    """Every subject of a project, by ID."""
+    return list(session.scalars(select(Subject.id).where(Subject.project_id == project_id)
+                                .order_by(Subject.id)))
+
+
+def release_subjects(session: Session, project_id: str, subject_ids: Sequence[str]
+                     ) -> list[dict[str, Any]]:
+    """Those of ``subject_ids`` in the project, in ID order, with what a release needs: the
+    identifiers the pseudonym and the date shift derive from, sex, birth date, name."""
+    # By primary key only, the project checked here: with both in the WHERE clause, SQLite
+    # may walk the project's index, every subject of the project for each chunk.
+    stmt = select(Subject.id, Subject.project_id, Subject.patient_id,
+                  Subject.issuer_of_patient_id, Subject.patient_name,
+                  Subject.patient_birth_date, Subject.patient_sex)
+    rows: list[dict[str, Any]] = []
+    for chunk in _chunks(list(subject_ids)):
+        rows.extend(dict(r._mapping) for r in session.execute(stmt.where(
+            Subject.id.in_(chunk))) if r.project_id == project_id)
+    return sorted(rows, key=lambda r: str(r["id"]))
 
 
 def release_facts(session: Session, subject_ids: Sequence[str]) -> list[tuple[Any, ...]]:
@@ -696,5 +714,5 @@ def release_facts(session: Session, subject_ids: Sequence[str]) -> list[tuple[An
                        f.value_text, f.value_system, f.unit, f.start, f.end, f.status)
                 .where(f.subject_id.in_(chunk))
                 .order_by(f.subject_id, f.start.asc().nulls_last(), f.id))
-        rows.extend(session.connection().execute(stmt).tuples())
+        rows.extend(session.connection().execute(stmt).all())
     return rows

@@ -145,7 +145,12 @@ class ClinicalFact(Base):
     imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        Index(None, "project_id", "kind", "system", "code"),
+        # Covering for cohort criteria (decision 0022): a code, its value and the time are
+        # read from the index alone. A code prefix is a LIKE on PostgreSQL, which a
+        # pattern_ops column serves whatever the database's collation.
+        Index("ix_clinical_facts_cohort", "project_id", "kind", "system", "code",
+              "value_number", "start", "subject_id",
+              postgresql_ops={"code": "text_pattern_ops"}),
         Index(None, "subject_id", "kind", "start"),
     )
 
@@ -243,7 +248,8 @@ class Study(Base):
 
     __table_args__ = (
         Index(None, "project_id", "study_date"),
-        Index(None, "subject_id"),
+        # A subject's studies with their dates, from the index alone (cohort time relations)
+        Index(None, "subject_id", "study_date", "id"),
         Index(None, "study_instance_uid"),
         Index(None, "study_date"),
         Index(None, "accession_number"),
@@ -279,7 +285,8 @@ class Series(Base):
     study: Mapped[Study] = relationship(lazy="raise")
 
     __table_args__ = (
-        Index(None, "study_id"),
+        # A study's series with their modality, from the index alone (cohort imaging events)
+        Index(None, "study_id", "modality", "project_id", "id"),
         Index(None, "series_instance_uid"),
         Index(None, "project_id", "modality"),
     )

@@ -8,6 +8,7 @@ when the event is committed; the API waits on it before sending the response hea
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -70,12 +71,14 @@ class AuditLog:
 
     def admin_event(self, actor: str, action: str, *, route: str | None = None,
                     project_id: str | None = None, level: str | None = None,
-                    object_id: str | None = None) -> None:
+                    object_id: str | None = None,
+                    detail: dict[str, Any] | None = None) -> None:
         """Record administration done outside the API (the command line), at once."""
         self.write([make_event(actor=actor, via="cli", method="CLI",
                                route=route or f"cli {action}", action=action,
                                project_id=project_id, level=level, object_id=object_id,
-                               status=0, outcome="ok")])
+                               status=0, outcome="ok",
+                               detail=json.dumps(detail, sort_keys=True) if detail else None)])
 
     def start(self) -> None:
         with self._cond:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -133,16 +134,20 @@ def import_with(archive: Archive, reader: ClinicalReader, paths: Iterable[str | 
         if progress is not None:
             progress(summary)
 
-    for item in reader.read(path_list):
-        if isinstance(item, PatientFact):
-            if writer.fact(item.patient, item.fact) >= BATCH:
-                flush()
-        elif isinstance(item, ClinicalRecord):
-            if writer.record(item) >= BATCH:
-                flush()
-        else:
-            _problem(summary, item)
-    flush()
+    try:
+        for item in reader.read(path_list):
+            if isinstance(item, PatientFact):
+                if writer.fact(item.patient, item.fact) >= BATCH:
+                    flush()
+            elif isinstance(item, ClinicalRecord):
+                if writer.record(item) >= BATCH:
+                    flush()
+            else:
+                _problem(summary, item)
+        flush()
+        writer.wait()
+    finally:
+        writer.close()
     if summary.added:
         archive.optimize()
     return summary
@@ -155,45 +160,56 @@ def _problem(summary: ClinicalSummary, problem: ImportProblem) -> None:
 
 
 class _Writer:
-    """Writes what a reader yields, one transaction a batch: the records read since the last
+    """Writes what a reader yields, a batch a transaction: the records read since the last
     batch linked to subjects (one lookup of all their identifiers, one insert of the new
     subjects), then the facts. A reader yields a patient's record before its facts, so a
     fact is written in its record's batch or a later one.
 
-    A patient's state: linked (``subjects`` has its subject), waiting to be linked
-    (``waiting``), or not linkable (``subjects`` has None: no identifier; its facts are
-    skipped until the patient is read again with one).
+    A batch is written by a thread while the next one is read (the database's work and its
+    commit's fsync overlap the parsing; at most two batches are held); the next batch waits
+    for the last one's commit, so batches are committed in order, and the last one's error
+    is raised by the next ``flush`` or ``wait``.
+
+    ``linkable`` (the reading thread's): whether a patient's record had an identifier, so
+    its facts are kept (the first such record links it, decision 0021), or not (its facts
+    are skipped until the patient is read again with one). ``subjects`` (the writing
+    thread's): the subject each linked patient joined.
     """
 
     def __init__(self, archive: Archive, project: str, summary: ClinicalSummary) -> None:
         self.archive = archive
         self.project = project
         self.summary = summary
-        self.subjects: dict[str, str | None] = {}  # the reader's patient key -> subject ID
+        self.linkable: dict[str, bool] = {}  # the reader's patient key -> has an identifier
+        self.subjects: dict[str, str] = {}  # the reader's patient key -> subject ID
         self.waiting: dict[str, ClinicalRecord] = {}
         self.facts: list[tuple[str, Fact]] = []
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="clinical-import")
+        self._writing: Future[None] | None = None
 
     def record(self, record: ClinicalRecord) -> int:
         """Take a patient's record; how many records wait to be linked."""
         key = record.source_id
-        if key in self.waiting or self.subjects.get(key) is not None:
-            return len(self.waiting)  # linked by the first record read (decision 0021)
-        if key not in self.subjects:
+        known = self.linkable.get(key)
+        if known:
+            return len(self.waiting)  # linked by the first record read with an identifier
+        if known is None:
             self.summary.patients += 1
         if record.preferred() is None:
-            self.subjects[key] = None
+            self.linkable[key] = False
             # Labelled without its resource ID: a source may use an identifier as the ID.
             _problem(self.summary, FhirProblem(
                 "a Patient resource", "no_identifier",
                 "A Patient with no identifier imagebank can link (an NHS number, or a value "
                 "with its system): its facts are not imported."))
         else:
+            self.linkable[key] = True
             self.waiting[key] = record
         return len(self.waiting)
 
     def fact(self, patient: str, fact: Fact) -> int:
         """Take a fact about ``patient``; how many facts wait to be written."""
-        if patient in self.waiting or self.subjects.get(patient) is not None:
+        if self.linkable.get(patient):
             self.facts.append((patient, fact))
             self.summary.facts += 1
             self.summary.by_kind[fact.kind.value] += 1
@@ -201,21 +217,36 @@ class _Writer:
         return len(self.facts)
 
     def flush(self) -> None:
+        """Hand what was read to the writing thread (once the last batch is committed)."""
         if not self.waiting and not self.facts:
             return
-        with self.archive.sessions.begin() as session:
-            if self.waiting:
-                self._link(session)
-            if self.facts:
-                subjects, archive, project = self.subjects, self.archive, self.project
-                rows = [_fact_row(archive, project, cast(str, subjects[patient]), fact)
-                        for patient, fact in self.facts]
-                self.summary.added += repo.add_clinical_facts(session, rows)
-        self.facts.clear()
+        records, facts = list(self.waiting.values()), self.facts
+        self.waiting, self.facts = {}, []
+        self.wait()
+        self._writing = self._thread.submit(self._write, records, facts)
 
-    def _link(self, session: Session) -> None:
-        records = list(self.waiting.values())
-        self.waiting.clear()
+    def wait(self) -> None:
+        """Wait for the batch being written; raise its error."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def close(self) -> None:
+        """Stop the writing thread once its batch is done (its error, if any, is not raised:
+        ``close`` runs when something else went wrong, or after ``wait``)."""
+        self._thread.shutdown(wait=True)
+
+    def _write(self, records: list[ClinicalRecord], facts: list[tuple[str, Fact]]) -> None:
+        with self.archive.sessions.begin() as session:
+            if records:
+                self._link(session, records)
+            if facts:
+                subjects, archive, project = self.subjects, self.archive, self.project
+                rows = [_fact_row(archive, project, subjects[patient], fact)
+                        for patient, fact in facts]
+                self.summary.added += repo.add_clinical_facts(session, rows)
+
+    def _link(self, session: Session, records: list[ClinicalRecord]) -> None:
         values = {ref.value for record in records for ref in record.identifiers}
         known: dict[str, list[tuple[str, str]]] = {}  # PatientID -> [(issuer, subject ID)]
         for row in repo.subjects_by_patient_ids(session, self.project, list(values)):
@@ -226,7 +257,7 @@ class _Writer:
             subject = _known_subject(record, known)
             if subject is None:
                 preferred = record.preferred()
-                assert preferred is not None  # records without one never wait
+                assert preferred is not None  # records without one are not linked
                 subject = self.archive.ids.subject_id(self.project, preferred.value,
                                                       preferred.issuer)
                 new[subject] = _subject_row(self.project, subject, preferred, record)

@@ -30,17 +30,16 @@ finds its tables there already).
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import re
+import shutil
 from collections import Counter
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from imagebank.dicom.deid import DeidConfig
 from imagebank.domain.confidentiality import Option, Profile
@@ -157,56 +156,58 @@ class _Patient:
 
 # -- the tables -------------------------------------------------------------------------------
 class _Table:
-    """One table written as CSV and Parquet at once, a batch at a time."""
+    """One table written as CSV and Parquet at once, from the same Arrow record batches:
+    the CSV (pyarrow's writer: a quoted header, strings quoted, empty for null, times as
+    ``2019-03-04 10:00:00.000000Z``, the shortest float that reads back the same) reads
+    back, with the table's schema, as exactly the Parquet's rows."""
 
-    def __init__(self, folder: Path, name: str, schema: Any) -> None:
+    def __init__(self, folder: Path, name: str, schema: Any,
+                 formats: tuple[str, ...] = ("csv", "parquet")) -> None:
+        import pyarrow.csv as pcsv
         import pyarrow.parquet as pq
 
-        self.name, self.schema, self.rows = name, schema, 0
-        self.csv_path = folder / f"{name}.csv"
-        self.parquet_path = folder / f"{name}.parquet"
-        self._handle: TextIO = open(self.csv_path, "w", encoding="utf-8", newline="")
-        self._csv = csv.writer(self._handle, lineterminator="\n")
-        self._csv.writerow(schema.names)
-        self._parquet = pq.ParquetWriter(self.parquet_path, schema)
+        self.schema, self.rows = schema, 0
+        self.paths = [folder / f"{name}.{f}" for f in formats]
+        self._writers: list[Any] = []
+        for path in self.paths:
+            if path.suffix == ".csv":
+                self._writers.append(pcsv.CSVWriter(str(path), schema, write_options=(
+                    pcsv.WriteOptions(quoting_style="needed", batch_size=4096))))
+            else:
+                self._writers.append(pq.ParquetWriter(path, schema))
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         import pyarrow as pa
 
-        if not rows:
-            return
-        self._csv.writerows(map(_csv_row, rows))
-        columns = [list(c) for c in zip(*rows, strict=True)]
-        self._parquet.write_batch(pa.record_batch(
-            [pa.array(c, type=t) for c, t in zip(columns, self.schema.types, strict=True)],
-            schema=self.schema))
-        self.rows += len(rows)
+        if rows:
+            columns = [list(c) for c in zip(*rows, strict=True)]
+            self.write_batch(pa.record_batch(
+                [pa.array(c, type=t) for c, t in zip(columns, self.schema.types, strict=True)],
+                schema=self.schema))
+
+    def write_batch(self, batch: Any) -> None:
+        if batch.num_rows:
+            for writer in self._writers:
+                writer.write_batch(batch)
+            self.rows += batch.num_rows
 
     def close(self) -> list[TableFile]:
-        self._handle.close()
-        self._parquet.close()
-        return [_described(self.csv_path, CSV_TYPE, self.rows),
-                _described(self.parquet_path, PARQUET_TYPE, self.rows)]
+        for writer in self._writers:
+            writer.close()
+        return [_described(p, CSV_TYPE if p.suffix == ".csv" else PARQUET_TYPE, self.rows)
+                for p in self.paths]
 
     def abort(self) -> None:
-        self._handle.close()
-        self._parquet.close()
+        for writer in self._writers:
+            writer.close()
 
 
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, float):
-        return repr(value)
-    return value
+def read_csv_table(path: Path | BinaryIO, schema: Any) -> Any:
+    """A table's CSV read back with its schema (a path or a binary file): the same rows as
+    its Parquet."""
+    import pyarrow.csv as pcsv
 
-
-def _csv_row(row: tuple[Any, ...]) -> list[Any]:
-    """A row as the CSV writes it: empty for null, ISO 8601 times, ``repr`` of a float (the
-    shortest text that reads back as the same number)."""
-    return [v if v.__class__ is str else _csv_cell(v) for v in row]
+    return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types=schema))
 
 
 def file_sha256(path: Path) -> str:
@@ -222,7 +223,8 @@ def _described(path: Path, content_type: str, rows: int) -> TableFile:
                      file_sha256(path))
 
 
-def _schemas() -> tuple[Any, Any]:
+def schemas() -> tuple[Any, Any]:
+    """The Arrow schemas of the ``facts`` and ``subjects`` tables."""
     import pyarrow as pa
 
     text, when = pa.string(), pa.timestamp("us", tz="UTC")
@@ -235,14 +237,14 @@ def _schemas() -> tuple[Any, Any]:
 
 def write_tables(archive: Archive, project: str, config: DeidConfig, folder: Path, *,
                  subject_ids: Sequence[str] | None = None,
-                 excluded: Container[str] = frozenset()) -> ClinicalTables:
+                 excluded: Collection[str] = frozenset()) -> ClinicalTables:
     """Write the ``facts`` and ``subjects`` tables of ``project``'s subjects (all, or
     ``subject_ids``; never those in ``excluded``) into ``folder``, under ``config`` (the
     release's key and profile)."""
     dates = dates_mode(config.profile)
     characteristics = Option.RETAIN_PATIENT_CHARACTERISTICS in config.profile.options
     result = ClinicalTables([], dates=dates, patient_characteristics=characteristics)
-    fact_schema, subject_schema = _schemas()
+    fact_schema, subject_schema = schemas()
     facts = _Table(folder, "facts", fact_schema)
     subjects = _Table(folder, "subjects", subject_schema)
     try:
@@ -269,21 +271,13 @@ def write_tables(archive: Archive, project: str, config: DeidConfig, folder: Pat
 
 def _subject_chunks(archive: Archive, project: str, subject_ids: Sequence[str] | None
                     ) -> Iterator[list[dict[str, Any]]]:
-    if subject_ids is not None:
-        ids = sorted(set(subject_ids))
-        for start in range(0, len(ids), SUBJECT_CHUNK):
-            with archive.sessions.begin() as session:
-                yield repo.release_subjects(session, project,
-                                            subject_ids=ids[start:start + SUBJECT_CHUNK])
-        return
-    after = ""
-    while True:
+    with archive.sessions.begin() as session:
+        ids = (sorted(set(subject_ids)) if subject_ids is not None
+               else repo.project_subject_ids(session, project))
+    for start in range(0, len(ids), SUBJECT_CHUNK):
         with archive.sessions.begin() as session:
-            rows = repo.release_subjects(session, project, after=after, limit=SUBJECT_CHUNK)
-        if not rows:
-            return
-        yield rows
-        after = str(rows[-1]["id"])
+            yield repo.release_subjects(session, project,
+                                        subject_ids=ids[start:start + SUBJECT_CHUNK])
 
 
 def _when(value: datetime | None, patient: _Patient, dates: str) -> datetime | None:
@@ -338,53 +332,66 @@ def resource_name(job_id: str, name: str) -> str:
 
 
 def stored_tables(archive: Archive, project: str, folder: Path,
-                  excluded: Container[str] = frozenset()) -> ClinicalTables:
+                  excluded: Collection[str] = frozenset()) -> ClinicalTables:
     """A research project's clinical tables (what its shares stored) written into ``folder``
-    to be exported as they are, but for the rows of subjects in ``excluded`` (withdrawn
+    to be exported as they are, but for the rows of its subjects in ``excluded`` (withdrawn
     since: their pseudonym's rows are left out, and counted)."""
-    import pyarrow.parquet as pq
-
     with archive.sessions.begin() as session:
-        subjects = repo.release_subjects(session, project, subject_ids=[
-            s for s in _all_subject_ids(archive, project) if s in excluded])
-    left_out = {str(s["patient_id"] or "") for s in subjects}
+        subjects = repo.release_subjects(session, project, sorted(excluded))
+    left_out = sorted({str(s["patient_id"] or "") for s in subjects})
+    facts, subject_schema = schemas()
     result = ClinicalTables([], as_stored=True)
     for resource in archive.resources(project, "project", project):
         name = str(resource["name"])
-        if not name.startswith(RESOURCE_PREFIX):
+        if not name.startswith(RESOURCE_PREFIX) or not name.endswith((".csv", ".parquet")):
             continue
+        schema = facts if name.rsplit(".", 1)[0].endswith("-facts") else subject_schema
         path = folder / name
-        if name.endswith(".parquet"):
-            source = pq.ParquetFile(archive.store.open(str(resource["object_key"])))
-            kept = 0
-            with pq.ParquetWriter(path, source.schema_arrow) as out:
-                for batch in source.iter_batches(batch_size=10_000):
-                    rows = batch.to_pylist()
-                    keep = [r for r in rows if r.get("patient") not in left_out]
-                    result.emptied["rows_of_excluded_subjects"] += len(rows) - len(keep)
-                    if keep:
-                        out.write_batch(batch.from_pylist(keep, schema=batch.schema))
-                    kept += len(keep)
-        else:
-            kept = 0
-            with archive.store.open(str(resource["object_key"])) as raw, \
-                    open(path, "w", encoding="utf-8", newline="") as handle:
-                reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
-                writer = csv.writer(handle, lineterminator="\n")
-                header = next(reader, [])
-                writer.writerow(header)
-                column = header.index("patient") if "patient" in header else None
-                for row in reader:
-                    if column is not None and row[column] in left_out:
-                        result.emptied["rows_of_excluded_subjects"] += 1
-                        continue
-                    writer.writerow(row)
-                    kept += 1
+        with archive.store.open(str(resource["object_key"])) as source:
+            kept, dropped = _copy_rows(source, path, schema, left_out)
+        if name.endswith(".csv"):  # both formats hold the same rows: counted once
+            result.emptied["rows_of_excluded_subjects"] += dropped
         result.files.append(_described(path, str(resource["content_type"]), kept))
-    # Both formats of a table hold the same rows: count each row once.
-    result.emptied["rows_of_excluded_subjects"] //= 2
     return result
 
 
-def _all_subject_ids(archive: Archive, project: str) -> list[str]:
-    return [str(s["id"]) for chunk in _subject_chunks(archive, project, None) for s in chunk]
+def _copy_rows(source: BinaryIO, path: Path, schema: Any, left_out: list[str]
+               ) -> tuple[int, int]:
+    """Copy a stored table, CSV or Parquet, to ``path`` without the rows whose ``patient`` is
+    in ``left_out`` (byte for byte when there is none): rows kept and left out."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    stored = path.with_name(path.name + ".stored")
+    with open(stored, "wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
+    if not left_out:
+        stored.rename(path)
+        return sum(b.num_rows for b in _batches(path, schema)), 0
+    table = _Table(path.parent, path.stem, schema, formats=(path.suffix[1:],))
+    dropped = 0
+    try:
+        for batch in _batches(stored, schema):
+            keep = batch.filter(pc.invert(pc.is_in(batch["patient"],
+                                                   value_set=pa.array(left_out))))
+            dropped += batch.num_rows - keep.num_rows
+            table.write_batch(keep)
+    except BaseException:
+        table.abort()
+        raise
+    finally:
+        stored.unlink(missing_ok=True)
+    table.close()
+    return table.rows, dropped
+
+
+def _batches(path: Path, schema: Any) -> Iterator[Any]:
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".parquet" or path.name.endswith(".parquet.stored"):
+        yield from pq.ParquetFile(path).iter_batches(batch_size=65536)
+        return
+    with pcsv.open_csv(path, convert_options=pcsv.ConvertOptions(
+            column_types=schema)) as reader:
+        yield from reader

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -35,6 +36,15 @@ PROGRESS_INTERVAL = 0.5
 
 class Cancelled(Exception):
     """Raised inside a job's work when someone cancelled it."""
+
+
+class JobFailed(ImagebankError):
+    """A job's work ended, with problems that fail the job: it keeps ``result`` (what was
+    done) beside its error (a clinical import some of whose resources could not be read)."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -86,7 +96,8 @@ class Jobs:
         self.handlers: dict[str, Handler] = {"import": self._run_import,
                                              "export": self._run_export,
                                              "share": self._run_release,
-                                             "release": self._run_release}
+                                             "release": self._run_release,
+                                             "clinical_import": self._run_clinical_import}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,6 +121,10 @@ class Jobs:
         # ".zip": the ingest recognises archives by their extension (ingest.sources).
         return self.archive.spool_dir() / f"{job_id}.zip"
 
+    def clinical_spool(self, job_id: str) -> Path:
+        """The folder a clinical import's uploaded files wait in until its job ends."""
+        return self.archive.spool_dir() / f"{job_id}.fhir"
+
     def get(self, job_id: str) -> dict[str, Any]:
         with self.archive.sessions.begin() as session:
             row = sql.get_job(session, job_id)
@@ -129,6 +144,8 @@ class Jobs:
             raise ConflictError(f"Job {job_id} has already {job['state']}.")
         with self.archive.sessions.begin() as session:
             sql.finish_job(session, job_id, "cancelled", message="cancelled")
+        if job["state"] == "queued":  # a running job removes its own files when it stops
+            shutil.rmtree(self.clinical_spool(job_id), ignore_errors=True)
         return self.get(job_id)
 
     def result_path(self, job: dict[str, Any]) -> Path:
@@ -215,6 +232,9 @@ class Jobs:
             # What an import stored stays stored; its upload is not needed any more.
             self.spool_path(job["id"]).unlink(missing_ok=True)
             return
+        except JobFailed as exc:
+            self._finish(job["id"], "failed", error=exc.message, message="failed",
+                         result=json.dumps(exc.result, default=str))
         except ImagebankError as exc:
             self._finish(job["id"], "failed", error=exc.message)
         except Exception as exc:  # noqa: BLE001 - a job's failure is recorded on the job
@@ -269,6 +289,13 @@ class Jobs:
         partial.replace(final)
         context.progress(len(rows), len(rows), "written", force=True)
         return {"file": final.name, "size_bytes": written, "instances": len(rows)}
+
+    def _run_clinical_import(self, context: JobContext) -> dict[str, Any]:
+        """FHIR files uploaded to ``clinical_spool`` (services.clinical_job)."""
+        from imagebank.services.clinical_job import run_clinical_import
+
+        return run_clinical_import(self.archive, context,
+                                   self.clinical_spool(context.job["id"]))
 
     def _run_release(self, context: JobContext) -> dict[str, Any]:
         """A share or an export through the de-identification pipeline (services.release)."""
