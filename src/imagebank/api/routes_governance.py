@@ -75,7 +75,7 @@ def _versions(request: Request) -> list[dict[str, Any]]:
 
 
 @router.post("/consents", response_model=ConsentImportOut, dependencies=[administrator],
-             tags=["governance"], openapi_extra=_TEXT, responses={400: {}})
+             tags=["governance"], openapi_extra=_TEXT, responses={400: {}, 422: {}})
 async def import_consent_records(request: Request) -> dict[str, Any]:
     """Import consent decisions (CSV: nhs_number or patient_id and issuer, status, date,
     optionally project, scope, source). Withdrawals flag data already shared."""

@@ -376,7 +376,7 @@ class OptOutListOut(Out):
     list_date: str
     entries: int = Field(description="NHS numbers on the list (stored as keyed hashes).")
     sha256: str = Field(description="SHA-256 of the list's sorted NHS numbers.")
-    imported_at: datetime
+    imported_at: UtcDateTime
 
 
 class ConsentImportOut(Out):

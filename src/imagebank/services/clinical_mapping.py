@@ -37,7 +37,7 @@ from imagebank.domain.clinical_mapping import (
     TableMapping,
     mapping_problems,
 )
-from imagebank.services.policies import _Loader, _Reader
+from imagebank.services.policies import YamlLoader, YamlReader
 
 __all__ = ["load_mapping", "parse_mapping"]
 
@@ -61,7 +61,7 @@ EXPECTED = {
 _SOURCE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-class _MappingLoader(_Loader):
+class _MappingLoader(YamlLoader):
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         if self.check_event(yaml.AliasEvent):
             raise yaml.MarkedYAMLError(problem="aliases (*name) are not allowed in a mapping",
@@ -69,7 +69,7 @@ class _MappingLoader(_Loader):
         return super().compose_node(parent, index)
 
 
-class _MappingReader(_Reader):
+class _MappingReader(YamlReader):
     def wrong(self, node: Node, path: str, what: str) -> None:
         self.problem(node, path, f"{what}; expected {EXPECTED[path]}")
 

@@ -91,8 +91,9 @@ _TOP = {"version": True, "site": False, "allowed_options": False, "safe_private"
         "retention": True, "review_date": False}
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML without aliases: a policy is plain text a reviewer reads top to bottom."""
+class YamlLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: a policy (or a mapping file, decision 0024) is plain text a
+    reviewer reads top to bottom."""
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -129,10 +130,10 @@ def _generic(path: str) -> str:
     return re.sub(r"\[\d+\]", "", path)
 
 
-class _Reader:
+class YamlReader:
     """Walks the YAML nodes (so each problem has its line), collecting every problem."""
 
-    def __init__(self, source: str, loader: _Loader) -> None:
+    def __init__(self, source: str, loader: YamlLoader) -> None:
         self.source = source
         self.loader = loader
         self._problems: list[tuple[int, str]] = []
@@ -234,7 +235,7 @@ class _Reader:
         return None
 
 
-def _read_site(r: _Reader, node: Node) -> Site:
+def _read_site(r: YamlReader, node: Node) -> Site:
     fields = r.mapping(node, "site", {"name": False, "ods_code": False, "contact": False})
     name = r.text(fields["name"], "site.name", 200) if "name" in fields else None
     ods = None
@@ -245,7 +246,7 @@ def _read_site(r: _Reader, node: Node) -> Site:
     return Site(name, ods.upper() if ods else None, contact)
 
 
-def _read_options(r: _Reader, node: Node) -> set[Option]:
+def _read_options(r: YamlReader, node: Node) -> set[Option]:
     chosen: dict[Option, int] = {}
     names = [o.value for o in Option]
     for i, item in enumerate(r.sequence(node, "allowed_options")):
@@ -270,7 +271,7 @@ def _read_options(r: _Reader, node: Node) -> set[Option]:
     return set(chosen)
 
 
-def _read_element(r: _Reader, node: Node, path: str) -> int | None:
+def _read_element(r: YamlReader, node: Node, path: str) -> int | None:
     value = r.value(node) if isinstance(node, ScalarNode) else None
     if isinstance(value, str) and _HEX_RE.fullmatch(value.strip()):
         return int(value.strip(), 16)
@@ -280,7 +281,7 @@ def _read_element(r: _Reader, node: Node, path: str) -> int | None:
     return None
 
 
-def _read_safe_private(r: _Reader, node: Node) -> list[SafePrivate]:
+def _read_safe_private(r: YamlReader, node: Node) -> list[SafePrivate]:
     entries: list[SafePrivate] = []
     where: dict[tuple[str, int], int] = {}
     fields = {"creator": True, "element": True, "justification": True}
@@ -314,7 +315,7 @@ def _read_safe_private(r: _Reader, node: Node) -> list[SafePrivate]:
     return entries
 
 
-def _read_rectangle(r: _Reader, node: Node, path: str, rows: int | None,
+def _read_rectangle(r: YamlReader, node: Node, path: str, rows: int | None,
                     columns: int | None) -> Rectangle | None:
     got = r.mapping(node, path, {"x": True, "y": True, "width": True, "height": True})
     x, y, width, height = (
@@ -333,7 +334,7 @@ def _read_rectangle(r: _Reader, node: Node, path: str, rows: int | None,
     return None
 
 
-def _read_masking(r: _Reader, node: Node) -> list[MaskingRule]:
+def _read_masking(r: YamlReader, node: Node) -> list[MaskingRule]:
     rules: list[MaskingRule] = []
     where: dict[tuple[str, str, int, int], int] = {}
     fields = {"manufacturer": True, "model": True, "rows": False, "columns": False,
@@ -368,7 +369,7 @@ def _read_masking(r: _Reader, node: Node) -> list[MaskingRule]:
     return rules
 
 
-def _read_retention(r: _Reader, node: Node) -> Retention | None:
+def _read_retention(r: YamlReader, node: Node) -> Retention | None:
     if isinstance(node, MappingNode):
         got = r.mapping(node, "retention", {"days": False, "project_end": False})
         days = r.integer(got["days"], "retention.days", 1, MAX_DAYS) if "days" in got else None
@@ -390,7 +391,7 @@ def _read_retention(r: _Reader, node: Node) -> Retention | None:
     return None
 
 
-def _read_date(r: _Reader, node: Node) -> date | None:
+def _read_date(r: YamlReader, node: Node) -> date | None:
     value = r.value(node) if isinstance(node, ScalarNode) else None
     if isinstance(value, str):
         try:
@@ -406,14 +407,14 @@ def _read_date(r: _Reader, node: Node) -> date | None:
 def parse_policy(text: str, source: str = "policy") -> Policy:
     """A policy from YAML text; ``PolicyError`` lists every problem, naming ``source``."""
     try:
-        loader = _Loader(text)  # refuses characters YAML does not allow, at once
+        loader = YamlLoader(text)  # refuses characters YAML does not allow, at once
     except yaml.YAMLError as exc:
         problem = getattr(exc, "reason", None) or "cannot be read"
         raise PolicyError([f"{source}: not valid YAML: {problem} (a control character "
                            "or an unpaired surrogate)"]) from None
     try:
         root = loader.get_single_node()
-        reader = _Reader(source, loader)
+        reader = YamlReader(source, loader)
         policy = _read(reader, root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -431,7 +432,7 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
     return policy
 
 
-def _read(r: _Reader, root: Node) -> Policy | None:
+def _read(r: YamlReader, root: Node) -> Policy | None:
     for key, node in root.value if isinstance(root, MappingNode) else ():
         if isinstance(key, ScalarNode) and key.value == "version" and isinstance(
                 node, ScalarNode) and r.value(node) != POLICY_VERSION:
