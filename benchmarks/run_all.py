@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import api_listing
 import clinical_import
+import clinical_release
 import cohort_scale
 import deid
 import dicom_network
@@ -47,7 +48,8 @@ from common import (
     remove,
 )
 
-PARTS = ["ingest", "memory", "index", "rest", "listing", "dicom", "deid", "clinical", "cohort"]
+PARTS = ["ingest", "memory", "index", "rest", "listing", "dicom", "deid", "clinical", "cohort",
+         "tables"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     if "cohort" in only:
         run("(i) cohort search at national scale", lambda: cohort_scale.measure(
             2_000 if smoke else 100_000, postgres_url=args.postgres_url))
+    if "tables" in only:
+        run("(j) clinical tables in releases", lambda: clinical_release.main(
+            (["--smoke"] if smoke else [])
+            + (["--postgres-url", args.postgres_url] if args.postgres_url else [])))
     remove(RUNS)
 
     print(f"\n== results ({mode}, {time.monotonic() - started:.0f} s)")

@@ -24,6 +24,7 @@ SQLAlchemy Core for one project, the same on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
@@ -483,6 +484,61 @@ def list_cohort_subjects(session: Session, statements: CohortStatements, *,
     if limit is not None:
         stmt = stmt.limit(limit)
     return [str(s) for s in session.execute(stmt).scalars()]
+
+
+@dataclass(frozen=True)
+class CohortRows:
+    """Counts of a compiled query and the first ``limit`` IDs of each level, in ID order."""
+
+    people: int
+    studies: int
+    series: int
+    subject_ids: list[str]
+    study_rows: list[dict[str, Any]]
+    series_rows: list[dict[str, Any]]
+
+
+def run_cohort(session: Session, statements: CohortStatements, *, limit: int) -> CohortRows:
+    """Counts and the first ``limit`` subjects, studies and series in ONE statement: the
+    subjects and the imaging hits are each found once (materialised), then counted and
+    listed (as JSON arrays, so one row carries them), where separate statements would find
+    them again for every list."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    agg = func.json_agg if postgres else func.json_group_array
+    obj = func.json_build_object if postgres else func.json_object
+    people = statements.subjects.cte("people")
+    hits = statements.series.cte("hits").prefix_with("MATERIALIZED")
+    first_people = (select(people.c.subject_id).order_by(people.c.subject_id).limit(limit)
+                    .subquery("first_people"))
+    first_studies = (select(STUDIES.c.id, STUDIES.c.subject_id, STUDIES.c.study_instance_uid,
+                            STUDIES.c.study_date, STUDIES.c.modalities_in_study)
+                     .where(STUDIES.c.id.in_(select(hits.c.study_id)))
+                     .order_by(STUDIES.c.id).limit(limit).subquery("first_studies"))
+    first_series = (select(SERIES.c.id, SERIES.c.study_id, SERIES.c.series_instance_uid,
+                           SERIES.c.modality)
+                    .where(SERIES.c.id.in_(select(hits.c.series_id)))
+                    .order_by(SERIES.c.id).limit(limit).subquery("first_series"))
+
+    def listed(sub: Any) -> Any:
+        pairs = [part for c in sub.c for part in (literal(c.name, String), c)]
+        return select(agg(obj(*pairs))).select_from(sub).scalar_subquery()
+
+    stmt = select(
+        select(func.count()).select_from(people).scalar_subquery(),
+        select(func.count(distinct(hits.c.study_id))).scalar_subquery(),
+        select(func.count(distinct(hits.c.series_id))).scalar_subquery(),
+        select(agg(first_people.c.subject_id)).select_from(first_people).scalar_subquery(),
+        listed(first_studies), listed(first_series))
+    row = session.execute(stmt).one()
+
+    def rows(value: Any) -> list[Any]:
+        found = json.loads(value) if isinstance(value, str) else (value or [])
+        return found
+
+    studies = sorted(rows(row[4]), key=lambda r: str(r["id"]))
+    series = sorted(rows(row[5]), key=lambda r: str(r["id"]))
+    return CohortRows(int(row[0]), int(row[1]), int(row[2]),
+                      sorted(str(s) for s in rows(row[3])), studies, series)
 
 
 def list_cohort(session: Session, statements: CohortStatements, *, limit: int

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,8 +38,9 @@ from imagebank.ingest.fhir import FhirProblem, FhirReader
 from imagebank.ingest.tabular import TabularReader
 from imagebank.services.archive import Archive
 
-#: Facts written per transaction.
-BATCH = 5000
+#: Facts (or new patients) written per transaction: 20,000 is 5 % faster than 5,000 (fewer
+#: commits, fewer rewrites of the same index pages; decision 0025) and holds ~10 MB.
+BATCH = 20_000
 #: Problems kept for the summary (the counts are always complete).
 MAX_PROBLEMS = 1000
 
@@ -134,20 +134,16 @@ def import_with(archive: Archive, reader: ClinicalReader, paths: Iterable[str | 
         if progress is not None:
             progress(summary)
 
-    try:
-        for item in reader.read(path_list):
-            if isinstance(item, PatientFact):
-                if writer.fact(item.patient, item.fact) >= BATCH:
-                    flush()
-            elif isinstance(item, ClinicalRecord):
-                if writer.record(item) >= BATCH:
-                    flush()
-            else:
-                _problem(summary, item)
-        flush()
-        writer.wait()
-    finally:
-        writer.close()
+    for item in reader.read(path_list):
+        if isinstance(item, PatientFact):
+            if writer.fact(item.patient, item.fact) >= BATCH:
+                flush()
+        elif isinstance(item, ClinicalRecord):
+            if writer.record(item) >= BATCH:
+                flush()
+        else:
+            _problem(summary, item)
+    flush()
     if summary.added:
         archive.optimize()
     return summary
@@ -165,15 +161,9 @@ class _Writer:
     subjects), then the facts. A reader yields a patient's record before its facts, so a
     fact is written in its record's batch or a later one.
 
-    A batch is written by a thread while the next one is read (the database's work and its
-    commit's fsync overlap the parsing; at most two batches are held); the next batch waits
-    for the last one's commit, so batches are committed in order, and the last one's error
-    is raised by the next ``flush`` or ``wait``.
-
-    ``linkable`` (the reading thread's): whether a patient's record had an identifier, so
-    its facts are kept (the first such record links it, decision 0021), or not (its facts
-    are skipped until the patient is read again with one). ``subjects`` (the writing
-    thread's): the subject each linked patient joined.
+    ``linkable``: whether a patient's record had an identifier, so its facts are kept (the
+    first such record links it, decision 0021), or not (its facts are skipped until the
+    patient is read again with one). ``subjects``: the subject each linked patient joined.
     """
 
     def __init__(self, archive: Archive, project: str, summary: ClinicalSummary) -> None:
@@ -184,8 +174,6 @@ class _Writer:
         self.subjects: dict[str, str] = {}  # the reader's patient key -> subject ID
         self.waiting: dict[str, ClinicalRecord] = {}
         self.facts: list[tuple[str, Fact]] = []
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="clinical-import")
-        self._writing: Future[None] | None = None
 
     def record(self, record: ClinicalRecord) -> int:
         """Take a patient's record; how many records wait to be linked."""
@@ -217,34 +205,19 @@ class _Writer:
         return len(self.facts)
 
     def flush(self) -> None:
-        """Hand what was read to the writing thread (once the last batch is committed)."""
+        """Write what was read, in one transaction."""
         if not self.waiting and not self.facts:
             return
-        records, facts = list(self.waiting.values()), self.facts
-        self.waiting, self.facts = {}, []
-        self.wait()
-        self._writing = self._thread.submit(self._write, records, facts)
-
-    def wait(self) -> None:
-        """Wait for the batch being written; raise its error."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            writing.result()
-
-    def close(self) -> None:
-        """Stop the writing thread once its batch is done (its error, if any, is not raised:
-        ``close`` runs when something else went wrong, or after ``wait``)."""
-        self._thread.shutdown(wait=True)
-
-    def _write(self, records: list[ClinicalRecord], facts: list[tuple[str, Fact]]) -> None:
         with self.archive.sessions.begin() as session:
-            if records:
-                self._link(session, records)
-            if facts:
+            if self.waiting:
+                self._link(session, list(self.waiting.values()))
+            if self.facts:
                 subjects, archive, project = self.subjects, self.archive, self.project
                 rows = [_fact_row(archive, project, subjects[patient], fact)
-                        for patient, fact in facts]
+                        for patient, fact in self.facts]
                 self.summary.added += repo.add_clinical_facts(session, rows)
+        self.waiting.clear()
+        self.facts.clear()
 
     def _link(self, session: Session, records: list[ClinicalRecord]) -> None:
         values = {ref.value for record in records for ref in record.identifiers}

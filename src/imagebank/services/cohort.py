@@ -26,8 +26,8 @@ from imagebank.domain.policy import Policy, Retention, shown_count
 from imagebank.index.cohort import (
     compile_query,
     count_cohort,
-    list_cohort,
     list_cohort_subjects,
+    run_cohort,
 )
 from imagebank.index.consent import withdrawn_subjects
 from imagebank.services.archive import RESEARCH, Archive
@@ -116,10 +116,13 @@ def search(archive: Archive, project: str, text: str, *, exact: bool = False,
     with archive.sessions.begin() as session:
         compiled = compile_query(query, project, session.get_bind().dialect.name,
                                  exclude=withdrawn_subjects(project, exclude))
-        people, studies, series = count_cohort(session, compiled)
         listed: tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]] = ([], [], [])
-        if exact and limit and people:
-            listed = list_cohort(session, compiled, limit=limit)
+        if exact and limit:  # counts and lists in one statement
+            found = run_cohort(session, compiled, limit=limit)
+            people, studies, series = found.people, found.studies, found.series
+            listed = (found.subject_ids, found.study_rows, found.series_rows)
+        else:
+            people, studies, series = count_cohort(session, compiled)
     if exact:
         return CohortResult(
             project, query.describe(), True, ShownCount.of(people), ShownCount.of(studies),
