@@ -22,6 +22,7 @@ from imagebank.index.tables import (
     Base,
     Change,
     ClinicalFact,
+    ClinicalStudyLink,
     Instance,
     Project,
     QuarantineItem,
@@ -660,6 +661,33 @@ def add_clinical_facts(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     stamp = to_db(now())
     params = [(*_FACT_VALUES(r), to_db(r["start"]), to_db(r["end"]), stamp) for r in rows]
     return int(conn.exec_driver_sql(_INSERT_FACTS_SQLITE, params).rowcount)
+
+
+def study_subjects(session: Session, project_id: str, study_ids: Sequence[str],
+                   accession_numbers: Sequence[str]) -> tuple[dict[str, str],
+                                                              dict[str, list[tuple[str, str]]]]:
+    """The project's studies among ``study_ids`` (ID -> subject) and with one of
+    ``accession_numbers`` (number -> [(study ID, subject)])."""
+    by_id: dict[str, str] = {}
+    for chunk in _chunks(list(study_ids)):
+        by_id.update((str(i), str(s)) for i, s in session.execute(
+            select(Study.id, Study.subject_id).where(Study.id.in_(chunk),
+                                                     Study.project_id == project_id)))
+    by_accession: dict[str, list[tuple[str, str]]] = {}
+    for chunk in _chunks(list(accession_numbers)):
+        for i, s, number in session.execute(
+                select(Study.id, Study.subject_id, Study.accession_number).where(
+                    Study.project_id == project_id, Study.accession_number.in_(chunk))):
+            by_accession.setdefault(str(number), []).append((str(i), str(s)))
+    return by_id, by_accession
+
+
+def add_study_links(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Links from ImagingStudy facts to studies (a fact's first link is kept)."""
+    if rows:
+        stmt = _insert(session, ClinicalStudyLink).on_conflict_do_nothing()
+        for chunk in _chunks(list(rows)):
+            session.execute(stmt, list(chunk))
 
 
 def clinical_fact_counts(session: Session, project_id: str | None = None) -> dict[str, int]:

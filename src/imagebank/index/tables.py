@@ -155,6 +155,22 @@ class ClinicalFact(Base):
     )
 
 
+class ClinicalStudyLink(Base):
+    """A FHIR ImagingStudy fact's DICOM study (issue 6, decision 0021): by StudyInstanceUID
+    (the study's ID derives from it, so the link holds before the images arrive) or by
+    accession number (a study already there). Never across patients."""
+
+    __tablename__ = "clinical_study_links"
+    fact_id: Mapped[str] = mapped_column(ForeignKey("clinical_facts.id"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(63))
+    #: Not a foreign key: the study may not have arrived yet.
+    study_id: Mapped[str] = mapped_column(ID)
+    #: "uid" or "accession".
+    matched_by: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (Index(None, "project_id", "study_id"),)
+
+
 class CodeRelation(Base):
     """A direct is-a edge of a code system (issue 6, decision 0022): ``child`` is a
     ``parent``. A cohort query's ``SYSTEM:<<CODE`` is the code and everything below it.

@@ -61,6 +61,9 @@ class ClinicalSummary:
     skipped: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     problems: list[ImportProblem] = field(default_factory=list)
+    #: ImagingStudy facts linked to a DICOM study of the project, by StudyInstanceUID (the
+    #: study there now, or to come) or accession number.
+    study_links: int = 0
 
     @property
     def ok(self) -> bool:
@@ -72,6 +75,7 @@ class ClinicalSummary:
                 "facts_by_kind": dict(sorted(self.by_kind.items())),
                 "resources": sum(self.resources.values()),
                 "skipped_resources": dict(sorted(self.skipped.items())),
+                "study_links": self.study_links,
                 "problems": dict(sorted(self.reasons.items()))}
 
 
@@ -216,8 +220,47 @@ class _Writer:
                 rows = [_fact_row(archive, project, subjects[patient], fact)
                         for patient, fact in self.facts]
                 self.summary.added += repo.add_clinical_facts(session, rows)
+                self._link_studies(session, [(row["id"], row["subject_id"], fact)
+                                             for row, (_p, fact) in zip(rows, self.facts,
+                                                                        strict=True)
+                                             if fact.study_uids or fact.accession_numbers])
         self.waiting.clear()
         self.facts.clear()
+
+    def _link_studies(self, session: Session, facts: list[tuple[str, str, Fact]]) -> None:
+        """Link ImagingStudy facts to the project's DICOM studies (decision 0021): by
+        StudyInstanceUID, whose study ID is derived, so the link holds before the images
+        arrive; else by accession number, to a study already there. A study of another
+        patient is never linked: that is a problem (the source or the images are wrong)."""
+        if not facts:
+            return
+        ids = self.archive.ids
+        uid_ids = {uid: ids.study_id(self.project, uid) for _f, _s, fact in facts
+                   for uid in fact.study_uids}
+        numbers = sorted({n for _f, _s, fact in facts for n in fact.accession_numbers})
+        present, by_number = repo.study_subjects(session, self.project,
+                                                 sorted(set(uid_ids.values())), numbers)
+        links = []
+        for fact_id, subject, fact in facts:
+            candidates = [(uid_ids[uid], present.get(uid_ids[uid]), "uid")
+                          for uid in fact.study_uids]
+            candidates += [(study, owner, "accession") for number in fact.accession_numbers
+                           for study, owner in by_number.get(number, ())]
+            # A study there now first; else the one its UID names, still to come.
+            mine = sorted((c for c in candidates if c[1] in (None, subject)),
+                          key=lambda c: c[1] is None)
+            if any(owner not in (None, subject) for _s, owner, _m in candidates):
+                _problem(self.summary, ImportProblem(
+                    "an ImagingStudy resource", "study_of_another_patient",
+                    "An ImagingStudy names a DICOM study of another patient in this project "
+                    "(by StudyInstanceUID or accession number): not linked."))
+                continue
+            if mine:
+                study, _owner, how = mine[0]
+                links.append({"fact_id": fact_id, "project_id": self.project,
+                              "study_id": study, "matched_by": how})
+        repo.add_study_links(session, links)
+        self.summary.study_links += len(links)
 
     def _link(self, session: Session, records: list[ClinicalRecord]) -> None:
         values = {ref.value for record in records for ref in record.identifiers}
