@@ -89,3 +89,44 @@ def test_imaging_studies_link_to_their_dicom_studies(archive: Archive, tmp_path:
     assert archive.studies("site", study_instance_uid=later) == []
     again = import_clinical(archive, [bundle], "site")
     assert again.added == 0 and len(_links(archive)) == 3
+
+
+def test_a_released_imaging_study_names_the_released_images_study(archive: Archive,
+                                                                  tmp_path: Path) -> None:
+    import io as _io
+
+    import pyarrow.parquet as pq
+
+    from imagebank.services.release import ReleaseSpec, run_release
+    from testkit import REPO, import_optout_list
+
+    archive.create_project("site")
+    archive.create_project("lab", zone="research",
+                           policy=(REPO / "docs" / "policies" / "leeds.yaml").read_text())
+    import_optout_list(archive)
+    [nhs] = nhs_numbers(1)
+    own = _study(archive, tmp_path, 0, nhs)
+    data = json.loads(BUNDLE.read_text())
+    patient = next(e["resource"] for e in data["entry"]
+                   if e["resource"]["resourceType"] == "Patient")
+    patient["identifier"].append({"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs})
+    for entry in data["entry"]:
+        if entry["resource"]["resourceType"] == "ImagingStudy":
+            entry["resource"] = _imaging_study(entry["resource"], "x",
+                                               uid=str(own.StudyInstanceUID))
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(data))
+    assert import_clinical(archive, [bundle], "site").study_links == 1
+    result = run_release(archive, ReleaseSpec("share", "site", "lab", clinical=True), "s1",
+                         workers=1)
+    assert result["ok"]
+    [released] = archive.studies("lab")
+    tables = {str(r["name"]): archive.store.get(str(r["object_key"]))
+              for r in archive.resources("lab", "project", "lab")}
+    [parquet] = [v for k, v in tables.items() if k.endswith("-facts.parquet")]
+    rows = pq.read_table(_io.BytesIO(parquet)).to_pylist()
+    linked = [r for r in rows if r["study_uid"]]
+    assert [r["kind"] for r in linked] == ["imaging_study"]
+    assert linked[0]["study_uid"] == released["study_instance_uid"]
+    assert linked[0]["study_uid"] != str(own.StudyInstanceUID)  # remapped, as the images
+    assert all(r["study_uid"] == "" for r in rows if r["kind"] != "imaging_study")

@@ -722,12 +722,18 @@ def release_subjects(session: Session, project_id: str, subject_ids: Sequence[st
 
 def release_facts(session: Session, subject_ids: Sequence[str]) -> list[tuple[Any, ...]]:
     """The clinical facts of ``subject_ids`` (subject, kind, system, code, display, value
-    number, value text, value system, unit, start, end, status), by subject, time, ID."""
+    number, value text, value system, unit, start, end, status, and the StudyInstanceUID of
+    an ImagingStudy's linked study when it is in the same project), by subject, time, ID."""
     rows: list[tuple[Any, ...]] = []
-    f = ClinicalFact
+    f, link = ClinicalFact, ClinicalStudyLink
     for chunk in _chunks(sorted(subject_ids)):
         stmt = (select(f.subject_id, f.kind, f.system, f.code, f.display, f.value_number,
-                       f.value_text, f.value_system, f.unit, f.start, f.end, f.status)
+                       f.value_text, f.value_system, f.unit, f.start, f.end, f.status,
+                       Study.study_instance_uid)
+                .outerjoin(link, link.fact_id == f.id)
+                .outerjoin(Study, (Study.id == link.study_id)
+                           & (Study.project_id == f.project_id)
+                           & (Study.subject_id == f.subject_id))
                 .where(f.subject_id.in_(chunk))
                 .order_by(f.subject_id, f.start.asc().nulls_last(), f.id))
         rows.extend(session.connection().execute(stmt).all())

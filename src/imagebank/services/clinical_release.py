@@ -34,7 +34,7 @@ import hashlib
 import re
 import shutil
 from collections import Counter
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -48,7 +48,7 @@ from imagebank.index import repo
 from imagebank.services.archive import Archive
 
 FACT_COLUMNS = ("patient", "kind", "system", "code", "display", "value_number",
-                "value_text", "value_system", "unit", "start", "end", "status")
+                "value_text", "value_system", "unit", "start", "end", "status", "study_uid")
 SUBJECT_COLUMNS = ("patient", "sex", "birth_year")
 #: Subjects read (with their facts) per batch.
 SUBJECT_CHUNK = 500
@@ -243,6 +243,9 @@ def write_tables(archive: Archive, project: str, config: DeidConfig, folder: Pat
     release's key and profile)."""
     dates = dates_mode(config.profile)
     characteristics = Option.RETAIN_PATIENT_CHARACTERISTICS in config.profile.options
+    # An ImagingStudy's study as the released images name it: remapped as they are.
+    uid_of: Callable[[str], str] = (str if Option.RETAIN_UIDS in config.profile.options
+                                    else config.pseudonyms.uid)
     result = ClinicalTables([], dates=dates, patient_characteristics=characteristics)
     fact_schema, subject_schema = schemas()
     facts = _Table(folder, "facts", fact_schema)
@@ -255,7 +258,7 @@ def write_tables(archive: Archive, project: str, config: DeidConfig, folder: Pat
             patients = {str(s["id"]): _Patient.of(s, config) for s in chunk}
             with archive.sessions.begin() as session:
                 found = repo.release_facts(session, list(patients))
-            facts.write([_fact(patients[str(row[0])], row, dates, result.emptied)
+            facts.write([_fact(patients[str(row[0])], row, dates, result.emptied, uid_of)
                          for row in found])
             subjects.write([_subject(patients[str(s["id"])], s, dates, characteristics)
                             for s in chunk])
@@ -288,10 +291,10 @@ def _when(value: datetime | None, patient: _Patient, dates: str) -> datetime | N
     return value if dates == DATES_UNMODIFIED else value + timedelta(days=patient.shift)
 
 
-def _fact(patient: _Patient, row: tuple[Any, ...], dates: str, emptied: Counter[str]
-          ) -> tuple[Any, ...]:
+def _fact(patient: _Patient, row: tuple[Any, ...], dates: str, emptied: Counter[str],
+          uid_of: Callable[[str], str]) -> tuple[Any, ...]:
     (_subject_id, kind, system, code, display, number, text, value_system, unit, start, end,
-     status) = row
+     status, study_uid) = row
     if text and not value_system:
         text = ""
         emptied["free_text"] += 1
@@ -303,7 +306,8 @@ def _fact(patient: _Patient, row: tuple[Any, ...], dates: str, emptied: Counter[
                 emptied["identifier"] += 1
     system, code, display, text, value_system, unit, status = cells
     return (patient.pseudonym, kind, system, code, display, number, text, value_system, unit,
-            _when(start, patient, dates), _when(end, patient, dates), status)
+            _when(start, patient, dates), _when(end, patient, dates), status,
+            uid_of(study_uid) if study_uid else "")
 
 
 def _subject(patient: _Patient, subject: dict[str, Any], dates: str, characteristics: bool
