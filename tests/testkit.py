@@ -294,3 +294,12 @@ def add_clinical_patient(archive: object, folder: Path, project: str, nhs_number
     summary = import_clinical(archive, [written.parent], project)  # type: ignore[arg-type]
     assert summary.linked == 1 and summary.facts > 0
     return written
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -98,6 +98,12 @@ EXPECTED: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", f"{V1}/users/{{username}}/tokens"): site_admin(201),
     ("PUT", f"{V1}/users/{{username}}/active"): site_admin(200),
     ("GET", f"{V1}/audit"): site_admin(200),
+    # -- the web UI: pages (a browser without a session is sent to sign in; an API client
+    # gets the 401 problem), and its static files
+    ("GET", "/"): signed_in_user(200),
+    ("GET", "/ui/sign-in"): anyone(200),
+    ("GET", "/ui/projects"): signed_in_user(200),
+    ("GET", "/ui/static/{name}"): anyone(200),
     # -- governance: consent and the National Data Opt-out
     ("GET", f"{V1}/optout-lists"): site_admin(200),
     ("POST", f"{V1}/optout-lists"): site_admin(201),
@@ -375,6 +381,7 @@ RECIPES: dict[tuple[str, str], Callable[[Ctx, str | None], Call]] = {
     ("PUT", f"{V1}/users/{{username}}/active"): lambda ctx, user: Call(json={"active": True}),
     ("POST", f"{V1}/projects"): lambda ctx, user: Call(
         json={"id": f"gamma{next(ctx.counter)}"}),
+    ("GET", "/ui/static/{name}"): lambda ctx, user: Call(params={"name": "ui.css"}),
     ("POST", f"{V1}/optout-lists"): lambda ctx, user: Call(
         content=b"9434765919\n", headers={"Content-Type": "text/plain"}),
     ("POST", f"{V1}/consents"): lambda ctx, user: Call(

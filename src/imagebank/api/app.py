@@ -17,6 +17,7 @@ from imagebank.api import (
     routes_governance,
     routes_jobs,
     routes_projects,
+    ui,
 )
 from imagebank.api.middleware import AuditMiddleware
 from imagebank.api.security import API_PREFIX
@@ -60,7 +61,7 @@ def create_app(runtime: Runtime, *, background: bool = True, requeue: bool = Tru
     # The routes are added as they are (not through include_router) so that the route table
     # holds each APIRoute with its full path: the audit records it and a test walks it.
     for module in (routes_accounts, routes_projects, routes_data, routes_jobs, routes_dicomweb,
-                   routes_governance, routes_cohort):
+                   routes_governance, routes_cohort, ui):
         app.router.routes.extend(module.router.routes)
     app.add_middleware(AuditMiddleware, runtime=runtime)
     return app

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -120,6 +120,12 @@ def _describe_errors(document: dict[str, Any], labels: dict[tuple[str, str], str
                     response["content"] = content
 
 
+def _wants_page(request: Request) -> bool:
+    """A browser asking for a page of the UI (sent to sign in, not given an API problem)."""
+    return (request.url.path.startswith("/ui/") and request.method == "GET"
+            and "text/html" in request.headers.get("accept", ""))
+
+
 def install(app: FastAPI) -> None:
     generate = app.openapi
 
@@ -132,7 +138,9 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(ImagebankError)
-    async def _imagebank(request: Request, exc: ImagebankError) -> JSONResponse:
+    async def _imagebank(request: Request, exc: ImagebankError) -> Response:
+        if exc.status == 401 and _wants_page(request):
+            return RedirectResponse("/ui/sign-in", status_code=303)  # a browser: sign in
         headers = None
         if isinstance(exc, ThrottledError):
             headers = {"Retry-After": str(exc.retry_after)}

@@ -36,12 +36,17 @@ SINCE = Query(0, ge=0, le=2**62)
 @router.get("/projects", response_model=list[ProjectOut], dependencies=[signed_in])
 def list_projects(request: Request) -> list[dict[str, Any]]:
     """The projects you have a role on (every project, for an administrator)."""
+    return visible_projects(request)
+
+
+def visible_projects(request: Request) -> list[dict[str, Any]]:
+    """The projects the principal has a role on (every project, for an administrator), with
+    their role and counts: what the API's project list and the UI's both show."""
     principal = resolve_principal(request)
     assert principal is not None
     visible = principal.visible_projects()
-    rows = runtime_of(request).archive.projects()
     out = []
-    for row in rows:
+    for row in runtime_of(request).archive.projects():
         if visible is None or row["id"] in visible:
             role = principal.roles.get(row["id"])
             counts = {name: int(row.get(name) or 0)

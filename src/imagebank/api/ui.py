@@ -1,0 +1,68 @@
+"""The web UI (issue 7, decision 0027): server-rendered pages (Jinja2, autoescaped) on the
+same data and permissions as the REST API, and a little JavaScript that calls the API.
+
+Pages hold no patient data in their URLs. A page asked for without a session (by a browser:
+it accepts text/html) is sent to the sign-in page instead of an API problem. Static files are
+served by an ordinary route from a fixed list, so every route of the application still has
+exactly one access dependency (decision 0007).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from imagebank.api.routes_projects import visible_projects
+from imagebank.api.security import public, resolve_principal, signed_in
+from imagebank.domain.errors import NotFoundError
+
+router = APIRouter(include_in_schema=False)
+HERE = Path(__file__).resolve().parent
+TEMPLATES = Jinja2Templates(directory=HERE / "templates")
+#: The static files served, with their media types (nothing else under /ui/static/).
+STATIC = {"ui.css": "text/css", "sign-in.js": "text/javascript"}
+SIGN_IN = "/ui/sign-in"
+
+
+def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
+    principal = resolve_principal(request)
+    response = TEMPLATES.TemplateResponse(
+        request, template, {"user": principal.username if principal else None, **context})
+    # Pages are per user and may list what only they may see: never cached.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/", dependencies=[public])
+def home() -> RedirectResponse:
+    """The UI's front page."""
+    return RedirectResponse("/ui/projects", status_code=303)
+
+
+@router.get(SIGN_IN, response_class=HTMLResponse, dependencies=[public])
+def sign_in_page(request: Request) -> HTMLResponse:
+    """The sign-in form (it posts to /api/v1/session)."""
+    return _page(request, "sign_in.html")
+
+
+@router.get("/ui/projects", response_class=HTMLResponse, dependencies=[signed_in])
+def projects_page(request: Request) -> HTMLResponse:
+    """The projects the user has a role on, with their counts."""
+    return _page(request, "projects.html", projects=visible_projects(request))
+
+
+@router.get("/ui/static/{name}", dependencies=[public])
+def static_file(name: str = PathParam(pattern=r"^[a-z0-9-]+\.(css|js)$", max_length=64)
+                ) -> FileResponse:
+    """The UI's style sheet and scripts."""
+    media = STATIC.get(name)
+    if media is None:
+        raise NotFoundError("There is nothing at this address.")
+    return FileResponse(HERE / "static" / name, media_type=media,
+                        headers={"Cache-Control": "no-cache"})
+

@@ -1,0 +1,115 @@
+"""The web UI in a real browser: Playwright driving Debian's /usr/bin/chromium (headless)
+against the application served by uvicorn on loopback. Sign in, see one's projects, and see
+nothing of a project without a role; a page without a session goes to the sign-in form."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from apiworld import PASSWORD, World, build_world
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from imagebank.api.app import create_app
+from imagebank.services.archive import Archive
+from imagebank.services.runtime import Runtime
+from testkit import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, str]]:
+    folder = tmp_path_factory.mktemp("ui")
+    archive = Archive.open(folder / "data", workers=1)
+    world = build_world(Runtime.for_archive(archive), folder)
+    port = free_port()
+    config = uvicorn.Config(create_app(world.runtime, background=False), host="127.0.0.1",
+                            port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the server did not start"
+    try:
+        yield world, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        archive.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def _sign_in(page: Page, base: str, user: str, password: str = PASSWORD) -> None:
+    page.goto(f"{base}/ui/sign-in")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def _project_ids(page: Page) -> list[Any]:
+    return page.locator("tr[data-project]").evaluate_all(
+        "rows => rows.map(r => r.dataset.project)")
+
+
+def test_a_page_without_a_session_goes_to_sign_in(served: tuple[World, str], page: Page
+                                                  ) -> None:
+    _world, base = served
+    page.goto(f"{base}/ui/projects")
+    expect(page).to_have_url(f"{base}/ui/sign-in")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_an_owner_signs_in_and_sees_their_projects(served: tuple[World, str], page: Page
+                                                   ) -> None:
+    _world, base = served
+    _sign_in(page, base, "owner")
+    expect(page).to_have_url(f"{base}/ui/projects")
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+    assert sorted(_project_ids(page)) == ["alpha", "lab"]
+    row = page.locator("tr[data-project=alpha]")
+    expect(row).to_contain_text("owner")
+    expect(row.locator("td.n").nth(1)).to_have_text("2")  # two studies
+    assert page.locator("nav .who").inner_text() == "owner"
+
+
+def test_a_wrong_password_is_said_and_nothing_is_shown(served: tuple[World, str], page: Page
+                                                       ) -> None:
+    _world, base = served
+    _sign_in(page, base, "owner", "not the password at all")
+    expect(page.get_by_role("alert")).not_to_be_empty()
+    expect(page).to_have_url(f"{base}/ui/sign-in")
+
+
+def test_a_user_without_a_role_sees_nothing_of_a_project(served: tuple[World, str],
+                                                         page: Page) -> None:
+    _world, base = served
+    _sign_in(page, base, "outsider")
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+    assert _project_ids(page) == []
+    expect(page.locator("main")).not_to_contain_text("alpha")
+    expect(page.locator("main")).to_contain_text("no role on any project")
