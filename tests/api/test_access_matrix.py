@@ -103,6 +103,7 @@ EXPECTED: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/"): signed_in_user(200),
     ("GET", "/ui/sign-in"): anyone(200),
     ("GET", "/ui/projects"): signed_in_user(200),
+    ("GET", "/ui/projects/{project}"): reader(200),
     ("GET", "/ui/static/{name}"): anyone(200),
     # -- governance: consent and the National Data Opt-out
     ("GET", f"{V1}/optout-lists"): site_admin(200),

@@ -113,3 +113,27 @@ def test_a_user_without_a_role_sees_nothing_of_a_project(served: tuple[World, st
     assert _project_ids(page) == []
     expect(page.locator("main")).not_to_contain_text("alpha")
     expect(page.locator("main")).to_contain_text("no role on any project")
+
+
+def test_a_viewer_browses_to_a_projects_studies(served: tuple[World, str], page: Page
+                                                ) -> None:
+    _world, base = served
+    _sign_in(page, base, "viewer")
+    page.get_by_role("link", name="Alpha study").click()
+    expect(page).to_have_url(f"{base}/ui/projects/alpha")
+    expect(page.get_by_role("heading", name="Studies")).to_be_visible()
+    assert page.locator("tr[data-study]").count() == 2
+    expect(page.locator("main")).to_contain_text("MR")
+
+
+def test_another_projects_page_is_not_found_for_an_outsider(served: tuple[World, str],
+                                                           page: Page) -> None:
+    _world, base = served
+    _sign_in(page, base, "outsider")
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+    response = page.goto(f"{base}/ui/projects/alpha")
+    assert response is not None and response.status == 404
+    expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    assert page.locator("tr[data-study]").count() == 0
+    ghost = page.goto(f"{base}/ui/projects/nosuchproject")
+    assert ghost is not None and ghost.status == 404  # the same as a project that exists

@@ -139,8 +139,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ImagebankError)
     async def _imagebank(request: Request, exc: ImagebankError) -> Response:
-        if exc.status == 401 and _wants_page(request):
-            return RedirectResponse("/ui/sign-in", status_code=303)  # a browser: sign in
+        if _wants_page(request):
+            if exc.status == 401:
+                return RedirectResponse("/ui/sign-in", status_code=303)  # a browser: sign in
+            if exc.status in (403, 404):
+                from imagebank.api.ui import problem_page
+
+                title = "Not allowed" if exc.status == 403 else "Not found"
+                return problem_page(request, exc.status, title, exc.message)
         headers = None
         if isinstance(exc, ThrottledError):
             headers = {"Retry-After": str(exc.retry_after)}

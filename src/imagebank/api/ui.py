@@ -18,7 +18,14 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from imagebank.api.routes_projects import visible_projects
-from imagebank.api.security import public, resolve_principal, signed_in
+from imagebank.api.security import (
+    project_access,
+    public,
+    resolve_principal,
+    runtime_of,
+    signed_in,
+)
+from imagebank.domain.access import Permission
 from imagebank.domain.errors import NotFoundError
 
 router = APIRouter(include_in_schema=False)
@@ -54,6 +61,28 @@ def sign_in_page(request: Request) -> HTMLResponse:
 def projects_page(request: Request) -> HTMLResponse:
     """The projects the user has a role on, with their counts."""
     return _page(request, "projects.html", projects=visible_projects(request))
+
+
+#: Studies listed on a project's page (newest first).
+PAGE_STUDIES = 100
+
+
+@router.get("/ui/projects/{project}", response_class=HTMLResponse,
+            dependencies=[project_access(Permission.READ)])
+def project_page(request: Request, project: str) -> HTMLResponse:
+    """A project: its counts and its newest studies."""
+    archive = runtime_of(request).archive
+    summary = archive.project_summary(project)
+    studies = archive.studies(project, limit=PAGE_STUDIES + 1)
+    return _page(request, "project.html", project=summary, counts=summary["counts"],
+                 studies=studies[:PAGE_STUDIES], more=len(studies) > PAGE_STUDIES)
+
+
+def problem_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+    """An error as a page, for a browser (the API's problem, in words)."""
+    response = _page(request, "problem.html", title=title, message=message)
+    response.status_code = status
+    return response
 
 
 @router.get("/ui/static/{name}", dependencies=[public])
