@@ -41,6 +41,25 @@ def write_study(folder: Path, patient: int = 0, *, study_number: int = 0, slices
     return paths
 
 
+def write_nhs_study(folder: Path, patient: int, nhs_number: str, **options: object
+                    ) -> list[Path]:
+    """``write_study`` with PatientID the NHS number and IssuerOfPatientID left empty, as
+    DICOM often has it (so a clinical record's NHS number joins it)."""
+    import io
+
+    import pydicom
+
+    paths = write_study(folder, patient, issuer="", **options)  # type: ignore[arg-type]
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.PatientID = nhs_number
+        del ds.IssuerOfPatientID
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        path.write_bytes(buffer.getvalue())
+    return paths
+
+
 def wait_for(predicate: object, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -265,21 +284,11 @@ def add_clinical_patient(archive: object, folder: Path, project: str, nhs_number
     empty, as DICOM often has it) into ``project``, and import the synthea bundle number
     ``bundle`` with that NHS number among its patient's identifiers: one subject with images
     and facts. Returns the bundle written (its identifiers are what a release must not show)."""
-    import io
     import json
-
-    import pydicom
 
     from imagebank.services.clinical import import_clinical
 
-    images = write_study(folder / f"images-{patient}", patient, issuer="")
-    for path in images:
-        ds = pydicom.dcmread(path)
-        ds.PatientID = nhs_number
-        del ds.IssuerOfPatientID
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        path.write_bytes(buffer.getvalue())
+    images = write_nhs_study(folder / f"images-{patient}", patient, nhs_number)
     assert archive.ingest([folder / f"images-{patient}"], project,  # type: ignore[attr-defined]
                           workers=1).stored == len(images)
     source = sorted((SHARED_DATA / "synthea-fhir-r4").glob("*.json"))[bundle]

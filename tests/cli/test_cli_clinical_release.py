@@ -10,12 +10,17 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pydicom
 from clikit import assert_one_line_error, cli, run
 
 from imagebank.index.tables import ClinicalFact
 from imagebank.services.archive import Archive
-from testkit import REPO, add_clinical_patient, nhs_numbers, optout_list, write_study
+from testkit import (
+    REPO,
+    add_clinical_patient,
+    nhs_numbers,
+    optout_list,
+    write_nhs_study,
+)
 
 LEEDS = REPO / "docs" / "policies" / "leeds.yaml"
 
@@ -88,13 +93,7 @@ def test_clinical_tables_to_a_dicom_node_are_refused(tmp_path: Path) -> None:
 def _extra_study(data: Path, tmp_path: Path, nhs: str) -> None:
     """A second study (MR) of the patient whose PatientID is ``nhs``."""
     folder = tmp_path / "extra"
-    for path in write_study(folder, 0, study_number=1, modality="MR", issuer=""):
-        ds = pydicom.dcmread(path)
-        ds.PatientID = nhs
-        del ds.IssuerOfPatientID
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        path.write_bytes(buffer.getvalue())
+    write_nhs_study(folder, 0, nhs, study_number=1, modality="MR")
     cli("ingest", folder, "-p", "site", data=data)
 
 

@@ -4,12 +4,10 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
 
-import pydicom
 import pytest
 from sqlalchemy import text
 
@@ -18,7 +16,7 @@ from imagebank.domain.errors import PermissionDeniedError
 from imagebank.ingest.fhir import FhirReader
 from imagebank.services.archive import Archive
 from imagebank.services.clinical import import_clinical
-from testkit import SHARED_DATA, write_study
+from testkit import SHARED_DATA, write_nhs_study
 
 BUNDLES = SHARED_DATA / "synthea-fhir-r4"
 NDJSON = SHARED_DATA / "synthea-bulk-ndjson-10"
@@ -58,14 +56,7 @@ def test_records_join_the_subject_of_the_patients_images(archive: Archive,
     archive.create_project("site")
     nhs = _nhs_number()
     # A patient's images, their PatientID the NHS number, IssuerOfPatientID left empty.
-    images = write_study(tmp_path / "images", 0, issuer="")
-    for path in images:
-        ds = pydicom.dcmread(path)
-        ds.PatientID = nhs
-        del ds.IssuerOfPatientID
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        path.write_bytes(buffer.getvalue())
+    images = write_nhs_study(tmp_path / "images", 0, nhs)
     assert archive.ingest([tmp_path / "images"], "site", workers=1).stored == len(images)
     [study] = archive.studies("site")
     # The same patient's FHIR bundle, with the NHS number among its identifiers.

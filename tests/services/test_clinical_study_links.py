@@ -14,19 +14,14 @@ from sqlalchemy import text
 
 from imagebank.services.archive import Archive
 from imagebank.services.clinical import import_clinical
-from testkit import SHARED_DATA, nhs_numbers, write_study
+from testkit import SHARED_DATA, nhs_numbers, write_nhs_study
 
 BUNDLE = sorted((SHARED_DATA / "synthea-fhir-r4").glob("*.json"))[0]
 
 
 def _study(archive: Archive, folder: Path, patient: int, nhs: str) -> pydicom.Dataset:
     """Ingest one synthetic study whose PatientID is ``nhs``; return its header."""
-    paths = write_study(folder / f"images-{patient}", patient, slices=1)
-    for path in paths:
-        ds = pydicom.dcmread(path)
-        ds.PatientID = nhs
-        del ds.IssuerOfPatientID
-        ds.save_as(path, enforce_file_format=True)
+    paths = write_nhs_study(folder / f"images-{patient}", patient, nhs, slices=1)
     assert archive.ingest([folder / f"images-{patient}"], "site", workers=1).stored == 1
     return pydicom.dcmread(paths[0], stop_before_pixels=True)
 

@@ -6,14 +6,12 @@ Synthetic data only."""
 from __future__ import annotations
 
 import csv
-import io
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pydicom
 import pytest
 from sqlalchemy import text
 
@@ -21,7 +19,7 @@ from imagebank.domain.clinical_mapping import MappingError
 from imagebank.domain.errors import InvalidInputError
 from imagebank.services.archive import Archive
 from imagebank.services.clinical import import_clinical
-from testkit import nhs_numbers, write_study
+from testkit import nhs_numbers, write_nhs_study
 
 MAPPING = """\
 version: 1
@@ -130,14 +128,7 @@ def test_rows_join_the_subject_of_the_patients_images(archive: Archive,
                                                       tmp_path: Path) -> None:
     archive.create_project("site")
     nhs, other = nhs_numbers(2)
-    images = write_study(tmp_path / "images", 0, issuer="")
-    for path in images:  # PatientID the NHS number, IssuerOfPatientID left empty
-        ds = pydicom.dcmread(path)
-        ds.PatientID = nhs
-        del ds.IssuerOfPatientID
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        path.write_bytes(buffer.getvalue())
+    images = write_nhs_study(tmp_path / "images", 0, nhs)
     assert archive.ingest([tmp_path / "images"], "site", workers=1).stored == len(images)
     [study] = archive.studies("site")
     mapping = tmp_path / "mapping.yaml"

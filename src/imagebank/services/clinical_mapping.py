@@ -37,7 +37,7 @@ from imagebank.domain.clinical_mapping import (
     TableMapping,
     mapping_problems,
 )
-from imagebank.services.policies import YamlLoader, YamlReader
+from imagebank.services.policies import YamlLoader, YamlReader, read_yaml_file
 
 __all__ = ["load_mapping", "parse_mapping"]
 
@@ -184,19 +184,4 @@ def parse_mapping(text: str, source: str = "mapping") -> TableMapping:
 
 def load_mapping(path: str | os.PathLike[str]) -> TableMapping:
     """Read and validate a mapping file (``MappingError`` lists every problem)."""
-    source = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise MappingError([f"{source}: no such file"]) from None
-    except OSError as exc:
-        raise MappingError([f"{source}: cannot be read ({exc.strerror or 'error'})"]) from None
-    if len(data) > MAX_BYTES:
-        raise MappingError([f"{source}: larger than {MAX_BYTES:,} bytes; expected a mapping, "
-                            "which is a short text file"])
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise MappingError([f"{source}: not UTF-8 text; expected a YAML file"]) from None
-    return parse_mapping(text, source)
+    return parse_mapping(read_yaml_file(path, "a mapping", MAX_BYTES, MappingError), str(path))

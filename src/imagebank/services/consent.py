@@ -39,6 +39,7 @@ from imagebank.domain.errors import InvalidInputError, NotFoundError
 from imagebank.domain.policy import Policy
 from imagebank.domain.pseudonyms import Pseudonymiser
 from imagebank.index import consent as sql
+from imagebank.index import repo
 from imagebank.services.archive import RESEARCH, Archive
 
 _OUT = (ConsentStatus.WITHDRAWN, ConsentStatus.REFUSED)
@@ -174,7 +175,8 @@ def import_consent_text(archive: Archive, text: str, *, actor: str = "system",
                         via: str = "cli") -> ConsentImport:
     """``import_consents`` of a CSV's text (an upload)."""
     with archive.sessions.begin() as session:
-        research = {str(p["id"]) for p in _projects(session) if p["zone"] == RESEARCH}
+        research = {str(p["id"]) for p in repo.list_projects(session)
+                    if p["zone"] == RESEARCH}
     rows = _consent_rows(text, research)
     result = ConsentImport(records=len(rows))
     keys: dict[str, PatientRef] = {}
@@ -194,12 +196,6 @@ def import_consent_text(archive: Archive, text: str, *, actor: str = "system",
         result.added = sql.add_consents(session, records)
     _reflag(archive, keys, result, actor, via)
     return result
-
-
-def _projects(session: Any) -> list[dict[str, Any]]:
-    from imagebank.index import repo
-
-    return repo.list_projects(session)
 
 
 def _reflag(archive: Archive, keys: dict[str, PatientRef], result: ConsentImport,

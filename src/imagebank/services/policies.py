@@ -470,24 +470,30 @@ def _read(r: YamlReader, root: Node) -> Policy | None:
         return None
 
 
-def load_policy(path: str | os.PathLike[str]) -> Policy:
-    """Read and validate a policy file (``PolicyError`` lists every problem)."""
+def read_yaml_file(path: str | os.PathLike[str], what: str, most: int,
+                   error: Callable[[list[str]], Exception]) -> str:
+    """The text of a short YAML file (a policy, a mapping), or ``error`` with the one
+    problem: missing, unreadable, larger than ``most`` bytes, not UTF-8."""
     source = str(path)
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
+            data = f.read(most + 1)
     except FileNotFoundError:
-        raise PolicyError([f"{source}: no such file"]) from None
+        raise error([f"{source}: no such file"]) from None
     except OSError as exc:
-        raise PolicyError([f"{source}: cannot be read ({exc.strerror or 'error'})"]) from None
-    if len(data) > MAX_BYTES:
-        raise PolicyError([f"{source}: larger than {MAX_BYTES:,} bytes; expected a policy, "
-                           "which is a short text file"])
+        raise error([f"{source}: cannot be read ({exc.strerror or 'error'})"]) from None
+    if len(data) > most:
+        raise error([f"{source}: larger than {most:,} bytes; expected {what}, which is a "
+                     "short text file"])
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise PolicyError([f"{source}: not UTF-8 text; expected a YAML file"]) from None
-    return parse_policy(text, source)
+        raise error([f"{source}: not UTF-8 text; expected a YAML file"]) from None
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    """Read and validate a policy file (``PolicyError`` lists every problem)."""
+    return parse_policy(read_yaml_file(path, "a policy", MAX_BYTES, PolicyError), str(path))
 
 
 def site_labels(paths: Sequence[str]) -> list[str]:
