@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from apiworld import World, build_world, make_client
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, Page, sync_playwright
+from uikit import CHROMIUM, serve
 
 from imagebank.services.archive import Archive
 from imagebank.services.runtime import Runtime
@@ -45,3 +47,39 @@ def client(world: World) -> Iterator[TestClient]:
 def sqlite_client(sqlite_world: World) -> Iterator[TestClient]:
     with make_client(sqlite_world) as test_client:
         yield test_client
+
+
+# -- the web UI in a real browser (see uikit.py) -------------------------------------------
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, str]]:
+    """The standard world (SQLite) served on loopback: (world, base URL). One per module:
+    tests that change it must leave it as they found it, or build their own."""
+    folder = tmp_path_factory.mktemp("ui")
+    archive = Archive.open(folder / "data", workers=1)
+    world = build_world(Runtime.for_archive(archive), folder)
+    try:
+        with serve(world.runtime) as base:
+            yield world, base
+    finally:
+        archive.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh browser context (no cookies from another test)."""
+    context = browser.new_context()
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

@@ -4,71 +4,11 @@ nothing of a project without a role; a page without a session goes to the sign-i
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-import uvicorn
-from apiworld import PASSWORD, World, build_world
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-
-from imagebank.api.app import create_app
-from imagebank.services.archive import Archive
-from imagebank.services.runtime import Runtime
-from testkit import free_port
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, str]]:
-    folder = tmp_path_factory.mktemp("ui")
-    archive = Archive.open(folder / "data", workers=1)
-    world = build_world(Runtime.for_archive(archive), folder)
-    port = free_port()
-    config = uvicorn.Config(create_app(world.runtime, background=False), host="127.0.0.1",
-                            port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the server did not start"
-    try:
-        yield world, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        archive.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-def _sign_in(page: Page, base: str, user: str, password: str = PASSWORD) -> None:
-    page.goto(f"{base}/ui/sign-in")
-    page.get_by_label("Username").fill(user)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+from apiworld import World
+from playwright.sync_api import Page, expect
+from uikit import sign_in
 
 
 def _project_ids(page: Page) -> list[Any]:
@@ -87,7 +27,7 @@ def test_a_page_without_a_session_goes_to_sign_in(served: tuple[World, str], pag
 def test_an_owner_signs_in_and_sees_their_projects(served: tuple[World, str], page: Page
                                                    ) -> None:
     _world, base = served
-    _sign_in(page, base, "owner")
+    sign_in(page, base, "owner")
     expect(page).to_have_url(f"{base}/ui/projects")
     expect(page.get_by_role("heading", name="Projects")).to_be_visible()
     assert sorted(_project_ids(page)) == ["alpha", "lab"]
@@ -100,7 +40,7 @@ def test_an_owner_signs_in_and_sees_their_projects(served: tuple[World, str], pa
 def test_a_wrong_password_is_said_and_nothing_is_shown(served: tuple[World, str], page: Page
                                                        ) -> None:
     _world, base = served
-    _sign_in(page, base, "owner", "not the password at all")
+    sign_in(page, base, "owner", "not the password at all", expect_success=False)
     expect(page.get_by_role("alert")).not_to_be_empty()
     expect(page).to_have_url(f"{base}/ui/sign-in")
 
@@ -108,7 +48,7 @@ def test_a_wrong_password_is_said_and_nothing_is_shown(served: tuple[World, str]
 def test_a_user_without_a_role_sees_nothing_of_a_project(served: tuple[World, str],
                                                          page: Page) -> None:
     _world, base = served
-    _sign_in(page, base, "outsider")
+    sign_in(page, base, "outsider")
     expect(page.get_by_role("heading", name="Projects")).to_be_visible()
     assert _project_ids(page) == []
     expect(page.locator("main")).not_to_contain_text("alpha")
@@ -118,7 +58,7 @@ def test_a_user_without_a_role_sees_nothing_of_a_project(served: tuple[World, st
 def test_a_viewer_browses_to_a_projects_studies(served: tuple[World, str], page: Page
                                                 ) -> None:
     _world, base = served
-    _sign_in(page, base, "viewer")
+    sign_in(page, base, "viewer")
     page.get_by_role("link", name="Alpha study").click()
     expect(page).to_have_url(f"{base}/ui/projects/alpha")
     expect(page.get_by_role("heading", name="Studies")).to_be_visible()
@@ -129,7 +69,7 @@ def test_a_viewer_browses_to_a_projects_studies(served: tuple[World, str], page:
 def test_another_projects_page_is_not_found_for_an_outsider(served: tuple[World, str],
                                                            page: Page) -> None:
     _world, base = served
-    _sign_in(page, base, "outsider")
+    sign_in(page, base, "outsider")
     expect(page.get_by_role("heading", name="Projects")).to_be_visible()
     response = page.goto(f"{base}/ui/projects/alpha")
     assert response is not None and response.status == 404

@@ -18,6 +18,11 @@ from imagebank.api import (
     routes_jobs,
     routes_projects,
     ui,
+    ui_admin,
+    ui_browse,
+    ui_ohif,
+    ui_viewer,
+    ui_work,
 )
 from imagebank.api.middleware import AuditMiddleware
 from imagebank.api.security import API_PREFIX
@@ -61,7 +66,8 @@ def create_app(runtime: Runtime, *, background: bool = True, requeue: bool = Tru
     # The routes are added as they are (not through include_router) so that the route table
     # holds each APIRoute with its full path: the audit records it and a test walks it.
     for module in (routes_accounts, routes_projects, routes_data, routes_jobs, routes_dicomweb,
-                   routes_governance, routes_cohort, ui):
+                   routes_governance, routes_cohort, ui, ui_browse, ui_viewer, ui_work,
+                   ui_admin, ui_ohif):
         app.router.routes.extend(module.router.routes)
     app.add_middleware(AuditMiddleware, runtime=runtime)
     return app

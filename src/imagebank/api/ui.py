@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 
 from imagebank.api.routes_projects import visible_projects
 from imagebank.api.security import (
+    SESSION_COOKIE,
     project_access,
     public,
     resolve_principal,
@@ -31,15 +32,26 @@ from imagebank.domain.errors import NotFoundError
 router = APIRouter(include_in_schema=False)
 HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
-#: The static files served, with their media types (nothing else under /ui/static/).
-STATIC = {"ui.css": "text/css", "sign-in.js": "text/javascript"}
+STATIC_DIR = HERE / "static"
+#: The media types of the static files served (by their suffix; nothing but the files in
+#: api/static/ with these suffixes is served under /ui/static/).
+STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml",
+                ".png": "image/png"}
 SIGN_IN = "/ui/sign-in"
 
 
-def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
+def page(request: Request, template: str, **context: Any) -> HTMLResponse:
+    """``template`` rendered for the request's user. Every page gets ``user`` (the username,
+    or None), ``is_admin`` and ``csrf_token`` (the session's, for the page's scripts: they
+    send it in X-CSRF-Token with every request that changes something)."""
     principal = resolve_principal(request)
-    response = TEMPLATES.TemplateResponse(
-        request, template, {"user": principal.username if principal else None, **context})
+    cookie = request.cookies.get(SESSION_COOKIE)
+    csrf = (runtime_of(request).accounts.csrf_token(cookie)
+            if principal is not None and principal.via == "session" and cookie else "")
+    response = TEMPLATES.TemplateResponse(request, template, {
+        "user": principal.username if principal else None,
+        "is_admin": bool(principal and principal.can_administer()),
+        "csrf_token": csrf, **context})
     # Pages are per user and may list what only they may see: never cached.
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -54,13 +66,13 @@ def home() -> RedirectResponse:
 @router.get(SIGN_IN, response_class=HTMLResponse, dependencies=[public])
 def sign_in_page(request: Request) -> HTMLResponse:
     """The sign-in form (it posts to /api/v1/session)."""
-    return _page(request, "sign_in.html")
+    return page(request, "sign_in.html")
 
 
 @router.get("/ui/projects", response_class=HTMLResponse, dependencies=[signed_in])
 def projects_page(request: Request) -> HTMLResponse:
     """The projects the user has a role on, with their counts."""
-    return _page(request, "projects.html", projects=visible_projects(request))
+    return page(request, "projects.html", projects=visible_projects(request))
 
 
 #: Studies listed on a project's page (newest first).
@@ -74,24 +86,25 @@ def project_page(request: Request, project: str) -> HTMLResponse:
     archive = runtime_of(request).archive
     summary = archive.project_summary(project)
     studies = archive.studies(project, limit=PAGE_STUDIES + 1)
-    return _page(request, "project.html", project=summary, counts=summary["counts"],
+    return page(request, "project.html", project=summary, counts=summary["counts"],
                  studies=studies[:PAGE_STUDIES], more=len(studies) > PAGE_STUDIES)
 
 
 def problem_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
     """An error as a page, for a browser (the API's problem, in words)."""
-    response = _page(request, "problem.html", title=title, message=message)
+    response = page(request, "problem.html", title=title, message=message)
     response.status_code = status
     return response
 
 
 @router.get("/ui/static/{name}", dependencies=[public])
-def static_file(name: str = PathParam(pattern=r"^[a-z0-9-]+\.(css|js)$", max_length=64)
-                ) -> FileResponse:
-    """The UI's style sheet and scripts."""
-    media = STATIC.get(name)
-    if media is None:
+def static_file(name: str = PathParam(pattern=r"^[a-z0-9-]+\.(css|js|svg|png)$",
+                                      max_length=64)) -> FileResponse:
+    """The UI's style sheets, scripts and images (the files of api/static/, nothing else:
+    the name's pattern admits no path)."""
+    path = STATIC_DIR / name
+    if not path.is_file():
         raise NotFoundError("There is nothing at this address.")
-    return FileResponse(HERE / "static" / name, media_type=media,
+    return FileResponse(path, media_type=STATIC_TYPES[path.suffix],
                         headers={"Cache-Control": "no-cache"})
 
