@@ -57,6 +57,20 @@ def page(request: Request, template: str, **context: Any) -> HTMLResponse:
     return response
 
 
+def project_page(request: Request, template: str, project: str, *, section: str,
+                 **context: Any) -> HTMLResponse:
+    """A page of one project: ``template`` with ``project`` (its summary, with ``counts``),
+    ``can`` (the user's permissions on it, by name: read, download, write, delete, manage,
+    audit) and ``section`` (which entry of the project's menu, _project_nav.html, is this
+    page: studies, subjects, search, cohort, upload, quarantine, members, policy,
+    audit)."""
+    principal = resolve_principal(request)
+    summary = runtime_of(request).archive.project_summary(project)
+    can = {p.value: bool(principal and principal.can(project, p)) for p in Permission}
+    return page(request, template, project=summary, counts=summary["counts"], can=can,
+                section=section, **context)
+
+
 @router.get("/", dependencies=[public])
 def home() -> RedirectResponse:
     """The UI's front page."""
@@ -81,13 +95,11 @@ PAGE_STUDIES = 100
 
 @router.get("/ui/projects/{project}", response_class=HTMLResponse,
             dependencies=[project_access(Permission.READ)])
-def project_page(request: Request, project: str) -> HTMLResponse:
+def project_home(request: Request, project: str) -> HTMLResponse:
     """A project: its counts and its newest studies."""
-    archive = runtime_of(request).archive
-    summary = archive.project_summary(project)
-    studies = archive.studies(project, limit=PAGE_STUDIES + 1)
-    return page(request, "project.html", project=summary, counts=summary["counts"],
-                 studies=studies[:PAGE_STUDIES], more=len(studies) > PAGE_STUDIES)
+    studies = runtime_of(request).archive.studies(project, limit=PAGE_STUDIES + 1)
+    return project_page(request, "project.html", project, section="studies",
+                        studies=studies[:PAGE_STUDIES], more=len(studies) > PAGE_STUDIES)
 
 
 def problem_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
