@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint typecheck contracts unit bench bench-smoke clean venv openapi confidentiality-table
+.PHONY: run test lint typecheck contracts unit bench bench-smoke clean venv openapi confidentiality-table ohif
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,16 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-run: venv
+# The OHIF viewer served at /ohif/ (decision 0032): `npm pack @ohif/app`, pinned and verified,
+# its dist/ in .ohif/ (git-ignored). Nothing is fetched again while the stamp is there.
+OHIF_STAMP := .ohif/ohif.json
+
+$(OHIF_STAMP): scripts/fetch_ohif.py
+	$(PYTHON) scripts/fetch_ohif.py --dest .ohif
+
+ohif: $(OHIF_STAMP)
+
+run: venv ohif
 	$(BIN)/imagebank demo --shared $(SHARED)
 	$(BIN)/imagebank serve --demo-admin --dicom-port 11112
 
@@ -37,7 +46,7 @@ typecheck: venv
 contracts: venv
 	$(BIN)/lint-imports --no-cache
 
-unit: venv
+unit: venv ohif
 	$(BIN)/pytest -n 2 --timeout 600 -q
 
 test: lint typecheck contracts unit bench-smoke

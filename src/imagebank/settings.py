@@ -18,6 +18,8 @@ DEFAULT_DATA_DIR = "imagebank-data"
 #: The embedded secret key: fine on loopback, refused by ``serve`` on any other address.
 DEFAULT_SECRET_KEY = "imagebank-default-secret-key-change-me"  # noqa: S105 - public default
 DEFAULT_PORT = 8470
+#: Where ``make ohif`` puts the OHIF viewer's built app in a source checkout (decision 0032).
+CHECKOUT_OHIF_DIR = Path(__file__).resolve().parents[2] / ".ohif" / "dist"
 
 
 class Settings(BaseSettings):
@@ -82,6 +84,10 @@ class Settings(BaseSettings):
     )
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30,
                                  description="How long a browser session lasts.")
+    ohif_dir: Path = Field(
+        default=CHECKOUT_OHIF_DIR,
+        description="The OHIF viewer's built app (the folder of its index.html), served at "
+        "/ohif/; `make ohif` puts it in .ohif/dist of the source checkout.")
 
     @field_validator("database_url")
     @classmethod

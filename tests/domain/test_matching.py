@@ -20,7 +20,7 @@ def _kind(keyword: str, raw: str, **kw: bool) -> tuple[MatchKind, tuple[str, ...
     return condition.kind, condition.values
 
 
-@pytest.mark.parametrize("raw", ["", "*", "   ", "\x00"])
+@pytest.mark.parametrize("raw", ["", "*", "   ", "\x00", "**", "***"])
 def test_universal_matching_is_no_condition(raw: str) -> None:
     assert parse_match("PatientName", raw) is None
     assert parse_match("StudyDate", raw) is None

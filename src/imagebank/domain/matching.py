@@ -1,8 +1,8 @@
 """DICOM attribute matching (PS3.4 C.2.2.2), shared by C-FIND and QIDO-RS.
 
 A query gives, per attribute, a string in DICOM's matching syntax; ``parse_match`` turns it
-into a ``Condition`` the index can run, or None for universal matching (an empty value or
-``*``: the attribute is returned, not filtered on). Supported, for the indexed attributes:
+into a ``Condition`` the index can run, or None for universal matching (an empty value, or
+only ``*``: the attribute is returned, not filtered on). Supported, for the indexed attributes:
 
 * single value matching (UIDs, codes, numbers, dates, times, names);
 * list of UID matching (``1.2.3\\1.2.4``);
@@ -88,7 +88,7 @@ def parse_match(keyword: str, raw: str, *, fuzzy: bool = False) -> Condition | N
         raise ValueError(f"{keyword} is not an attribute that can be matched on")
     vr = _vr(attribute)
     value = raw.strip(" \x00")
-    if value in ("", "*"):
+    if not value.strip("*"):  # "*" matches any value, empty too: so does "**" (PS3.4 C.2.2.2.4)
         return None
 
     def make(kind: MatchKind, *values: str, insensitive: bool = False) -> Condition:
