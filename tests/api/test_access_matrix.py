@@ -98,17 +98,44 @@ EXPECTED: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", f"{V1}/users/{{username}}/tokens"): site_admin(201),
     ("PUT", f"{V1}/users/{{username}}/active"): site_admin(200),
     ("GET", f"{V1}/audit"): site_admin(200),
+    ("GET", f"{V1}/audit/verification"): site_admin(200),
     # -- the web UI: pages (a browser without a session is sent to sign in; an API client
     # gets the 401 problem), and its static files
     ("GET", "/"): signed_in_user(200),
     ("GET", "/ui/sign-in"): anyone(200),
     ("GET", "/ui/projects"): signed_in_user(200),
     ("GET", "/ui/projects/{project}"): reader(200),
+    # browsing, search and the cohort builder (decision 0028)
+    ("GET", "/ui/projects/{project}/subjects"): reader(200),
+    ("GET", "/ui/projects/{project}/subjects/{subject}"): reader(200),
+    ("GET", "/ui/projects/{project}/studies/{study}"): reader(200),
+    ("GET", "/ui/projects/{project}/search"): reader(200),
+    ("GET", "/ui/projects/{project}/cohort"): reader(200),
+    # the series viewer shows pixels: download (decision 0029)
+    ("GET", "/ui/projects/{project}/series/{series}/view"): downloader(200),
+    # the audit trail, policy, members, users and your account (decision 0031)
+    ("GET", "/ui/projects/{project}/audit"): project_owner(200),
+    ("GET", "/ui/audit"): site_admin(200),
+    ("GET", "/ui/projects/{project}/policy"): reader(200),
+    ("GET", "/ui/projects/{project}/members"): project_owner(200),
+    ("GET", "/ui/users"): site_admin(200),
+    ("GET", "/ui/account"): signed_in_user(200),
+    # uploads (write), the quarantine (manage) and jobs (decision 0030)
+    ("GET", "/ui/projects/{project}/upload"): writer(200),
+    ("GET", "/ui/projects/{project}/quarantine"): project_owner(200),
+    ("GET", "/ui/jobs"): signed_in_user(200),
+    ("GET", "/ui/jobs/{job_id}"): job_of_member(200),
     ("GET", "/ui/static/{name}"): anyone(200),
+    # OHIF (decision 0032): a static app, public; its page sends a browser without a session
+    # to sign in (followed here: 200); its data comes from DICOMweb, under the rules above.
+    # `make ohif` installs it (`make test` does); without it /ohif/ is a 503 page.
+    ("GET", "/ohif/"): anyone(200),
+    ("GET", "/ohif/{path:path}"): anyone(200),
     # -- governance: consent and the National Data Opt-out
     ("GET", f"{V1}/optout-lists"): site_admin(200),
     ("POST", f"{V1}/optout-lists"): site_admin(201),
     ("POST", f"{V1}/consents"): site_admin(200),
+    ("GET", f"{P}/policy"): reader(200),
     # -- projects
     ("GET", f"{V1}/projects"): signed_in_user(200),
     ("POST", f"{V1}/projects"): site_admin(201),
@@ -117,6 +144,8 @@ EXPECTED: dict[tuple[str, str], tuple[int, ...]] = {
     ("PUT", f"{P}/members/{{username}}"): project_owner(200),
     ("DELETE", f"{P}/members/{{username}}"): project_owner(204),
     ("GET", f"{P}/quarantine"): project_owner(200),
+    ("POST", f"{P}/quarantine/{{item}}/retry"): project_owner(200),
+    ("DELETE", f"{P}/quarantine/{{item}}"): project_owner(204),
     ("GET", f"{P}/changes"): reader(200),
     ("GET", f"{P}/audit"): project_owner(200),
     # cohort search: anyone who reads searches (exact counts for members and owners)
@@ -126,6 +155,7 @@ EXPECTED: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", f"{P}/subjects/{{subject}}"): reader(200),
     ("GET", f"{P}/subjects/{{subject}}/studies"): reader(200),
     ("GET", f"{P}/studies"): reader(200),
+    ("POST", f"{P}/studies/search"): reader(200),
     ("GET", f"{P}/studies/{{study}}"): reader(200),
     ("GET", f"{P}/studies/{{study}}/series"): reader(200),
     ("GET", f"{P}/studies/{{study}}/archive"): downloader(200),
@@ -364,6 +394,15 @@ def _fresh_job(ctx: Ctx, user: str | None) -> Call:
     return Call(params={"job_id": job["id"]})
 
 
+def _quarantined(ctx: Ctx, user: str | None) -> Call:
+    """A fresh quarantine item of alpha (a discard removes the one before)."""
+    archive = ctx.world.runtime.archive
+    before = {i["id"] for i in archive.quarantine("alpha", limit=1000)}
+    archive.ingest_bytes([(f"not DICOM {next(ctx.counter)}".encode(), "junk")], "alpha")
+    (item,) = [i["id"] for i in archive.quarantine("alpha", limit=1000) if i["id"] not in before]
+    return Call(params={"item": item})
+
+
 def _spare_has_role(ctx: Ctx, user: str | None) -> Call:
     ctx.world.runtime.accounts.grant("alpha", "spare", "viewer")
     return Call(params={"username": "spare"})
@@ -383,6 +422,7 @@ RECIPES: dict[tuple[str, str], Callable[[Ctx, str | None], Call]] = {
     ("POST", f"{V1}/projects"): lambda ctx, user: Call(
         json={"id": f"gamma{next(ctx.counter)}"}),
     ("GET", "/ui/static/{name}"): lambda ctx, user: Call(params={"name": "ui.css"}),
+    ("GET", "/ohif/{path:path}"): lambda ctx, user: Call(params={"path": "app-config.js"}),
     ("POST", f"{V1}/optout-lists"): lambda ctx, user: Call(
         content=b"9434765919\n", headers={"Content-Type": "text/plain"}),
     ("POST", f"{V1}/consents"): lambda ctx, user: Call(
@@ -406,7 +446,10 @@ RECIPES: dict[tuple[str, str], Callable[[Ctx, str | None], Call]] = {
     ("POST", f"{P}/shares"): lambda ctx, user: Call(json={"to": "lab"}),
     ("POST", f"{P}/releases"): lambda ctx, user: Call(json={"destination": "download"}),
     ("POST", f"{P}/cohorts/search"): lambda ctx, user: Call(json={"query": "imaging[]"}),
+    ("POST", f"{P}/studies/search"): lambda ctx, user: Call(json={"ModalitiesInStudy": "MR"}),
     ("DELETE", f"{V1}/jobs/{{job_id}}"): _fresh_job,
+    ("POST", f"{P}/quarantine/{{item}}/retry"): _quarantined,
+    ("DELETE", f"{P}/quarantine/{{item}}"): _quarantined,
     ("POST", f"{PDW}/studies"): lambda ctx, user: stow([tiny_dicom(next(ctx.counter))]),
     ("POST", f"{DW}/studies"): lambda ctx, user: stow([tiny_dicom(next(ctx.counter))]),
     # the study's own instance again: an identical re-send, stored (as it was)
@@ -418,7 +461,8 @@ RECIPES: dict[tuple[str, str], Callable[[Ctx, str | None], Call]] = {
 def send(ctx: Ctx, method: str, template: str, user: str | None, project: str = "alpha"
          ) -> Any:
     call = RECIPES.get((method, template), lambda ctx, user: Call())(ctx, user)
-    path = template.format(**{**ctx.defaults(), **call.params, "project": project})
+    path = template.replace(":path}", "}").format(
+        **{**ctx.defaults(), **call.params, "project": project})
     ctx.client.cookies.clear()  # only the token (or nothing) speaks for the principal
     return ctx.client.request(method, path, params=call.query, json=call.json,
                               content=call.content,

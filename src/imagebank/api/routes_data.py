@@ -24,6 +24,7 @@ from imagebank.api.schemas import (
     ResourceOut,
     SeriesOut,
     StudyPage,
+    StudySearchIn,
     SubjectOut,
     SubjectPage,
 )
@@ -34,9 +35,10 @@ from imagebank.domain.errors import (
     NotFoundError,
     UnsupportedMediaTypeError,
 )
-from imagebank.domain.model import IngestSummary
+from imagebank.domain.model import IngestSummary, Level, Outcome
 from imagebank.services.archive import Archive
 from imagebank.services.exports import iter_zip
+from imagebank.services.query import Queries
 
 router = APIRouter(prefix=API_PREFIX, tags=["data"])
 READ = [project_access(Permission.READ)]
@@ -138,6 +140,22 @@ def list_studies(
     rows = runtime_of(request).archive.studies(project, limit=limit + 1, offset=offset,
                                                **filters)
     return _page(rows, limit, offset)
+
+
+@router.post("/projects/{project}/studies/search", response_model=StudyPage,
+             dependencies=SEARCH, responses={**NOT_FOUND, 400: {}})
+def search_studies(request: Request, project: str, body: StudySearchIn) -> dict[str, Any]:
+    """The project's studies matching the criteria of the body, newest first: GET /studies
+    with the criteria kept out of the URL (and so out of every log and history that keeps
+    URLs), and QIDO-RS's matching: wildcards, date ranges, PatientName in any case."""
+    criteria = body.model_dump(exclude={"limit", "offset"}, exclude_none=True)
+    # The audit keeps which attributes were searched on, never their values.
+    set_audit(request, detail={"filters": sorted(criteria)})
+    queries = Queries(runtime_of(request).archive)
+    search = queries.parse(Level.STUDY, criteria, fuzzy=True)
+    rows = queries.find_studies(search, project_ids=[project], limit=body.limit + 1,
+                                offset=body.offset)
+    return _page(rows, body.limit, body.offset)
 
 
 @router.get("/projects/{project}/studies/{study}", response_model=dict[str, Any],
@@ -305,8 +323,9 @@ async def receive_body(request: Request, limit: int) -> bytes | FilePath:
     return b"".join(parts)
 
 
-def _result(summary: IngestSummary, ids: list[str]) -> dict[str, Any]:
-    return {**summary.as_dict(), "instance_ids": ids,
+def _result(summary: IngestSummary, ids: list[str], study_ids: list[str] | None = None
+            ) -> dict[str, Any]:
+    return {**summary.as_dict(), "instance_ids": ids, "study_ids": study_ids or [],
             "problems": [{"reason": r, "message": m} for _, r, m in summary.problems]}
 
 
@@ -326,20 +345,31 @@ async def upload(request: Request, project: str) -> Any:
         raise UnsupportedMediaTypeError(
             "Send application/dicom (one file) or application/zip.")
     body = await receive_body(request, archive.settings.max_object_size)
+    study_ids: list[str] = []
     if isinstance(body, FilePath) or media == "application/zip":
         summary, ids = await run_in_threadpool(_ingest_file, archive, body, project,
                                                media == "application/zip")
     else:
-        summary, ids = await run_in_threadpool(archive.store_objects, [(body, "upload")],
-                                               project)
+        summary, ids, study_ids = await run_in_threadpool(_store_one, archive, body, project)
     set_audit(request, detail={k: v for k, v in summary.as_dict().items() if k != "reasons"})
-    result = _result(summary, ids)
+    result = _result(summary, ids, study_ids)
     if media == "application/zip" or summary.ok:
         return result
     status, code = (409, "conflict") if summary.conflicts else (400, "rejected")
     reason = next(iter(summary.reasons), "rejected")
     message = summary.problems[0][2] if summary.problems else "The file was not stored."
     return problem_response(status, f"Not stored ({reason}): {message}", code, summary=result)
+
+
+def _store_one(archive: Archive, body: bytes, project: str
+               ) -> tuple[IngestSummary, list[str], list[str]]:
+    """One object: its summary, the instance stored, and the study that holds it (stored
+    now or already there), for a client to link to."""
+    received = archive.receive([(body, "upload")], project)
+    held = [o.instance_id for o in received.objects if o.instance_id
+            and o.outcome in (Outcome.STORED, Outcome.DUPLICATE)]
+    study_ids = sorted({row["study_id"] for row in archive.instance_objects("instance", held)})
+    return received.summary, received.stored_ids, study_ids
 
 
 def _ingest_file(archive: Archive, body: bytes | FilePath, project: str, is_zip: bool

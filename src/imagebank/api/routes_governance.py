@@ -1,6 +1,7 @@
-"""Consent records and the National Data Opt-out list (site administrators; decision 0023).
+"""Consent records and the National Data Opt-out list (site administrators; decision 0023),
+and a project's governance policy (anyone who reads the project; decision 0031).
 
-Both take the list as the request body (``text/csv`` or ``text/plain``), as the CLI takes a
+Both lists are taken as the request body (``text/csv`` or ``text/plain``), as the CLI takes a
 file: a list with a bad row is refused whole (400, every problem by line, never a value)."""
 
 from __future__ import annotations
@@ -11,8 +12,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from imagebank.api.schemas import ConsentImportOut, OptOutListOut
-from imagebank.api.security import API_PREFIX, administrator, resolve_principal, runtime_of
+from imagebank.api.schemas import ConsentImportOut, OptOutListOut, ProjectPolicyOut
+from imagebank.api.security import (
+    API_PREFIX,
+    administrator,
+    project_access,
+    resolve_principal,
+    runtime_of,
+)
+from imagebank.domain.access import Permission
 from imagebank.domain.errors import InvalidInputError
 
 router = APIRouter(prefix=API_PREFIX)
@@ -85,3 +93,35 @@ async def import_consent_records(request: Request) -> dict[str, Any]:
     result = await run_in_threadpool(import_consent_text, runtime_of(request).archive, text,
                                      actor=_actor(request), via="api")
     return result.as_dict()
+
+
+#: What governs a project's releases, in words (the policy page says the same).
+RESEARCH_POLICY = ("Every share into this project, and every export of it, follows this "
+                   "policy: the strictest merge of its sites' policies.")
+IDENTIFIABLE_POLICY = (
+    "A site's identifiable project has no policy of its own. Its data leaves it only "
+    "de-identified: shared into a research project, under that project's policy, or exported "
+    "under the sites' policies named for that export. Each release's manifest records the "
+    "policy it used.")
+UNSET_POLICY = ("This research project has no policy stored with it: shares into it use the "
+                "basic profile with no options, and the National Data Opt-out applies.")
+
+
+@router.get("/projects/{project}/policy", response_model=ProjectPolicyOut,
+            response_model_exclude_unset=True,  # the policy's fields as `policy show` has them
+            dependencies=[project_access(Permission.READ)], tags=["governance"],
+            responses={404: {}})
+def project_policy(request: Request, project: str) -> dict[str, Any]:
+    """The project's governance policy: for a research project, the YAML stored with it,
+    its normalised form (as `imagebank policy show --json`), the sites it merges and the
+    options its releases use; for an identifiable project, what applies instead."""
+    from imagebank.services.policies import stored_policy
+
+    row = runtime_of(request).archive.ensure_project(project)
+    shown = stored_policy(row)
+    if shown is None:
+        shown = {"text": None, "policy": None, "sites": [], "options": []}
+        applies = UNSET_POLICY if row["zone"] == "research" else IDENTIFIABLE_POLICY
+    else:
+        applies = RESEARCH_POLICY
+    return {"project": project, "zone": row["zone"], **shown, "applies": applies}

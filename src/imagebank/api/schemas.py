@@ -238,10 +238,25 @@ class QuarantineOut(Out):
     id: str
     reason: str
     message: str
+    source: str = Field("", description="Where it came from, as its sender named it.")
     size_bytes: int | None = None
     sha256: str | None = None
     instance_id: str | None = None
+    kept: bool = Field(True, description="Are its bytes kept (so that it can be retried)?")
     created_at: UtcDateTime
+
+
+class QuarantineRetryOut(Out):
+    """What a retry did: the item's bytes ingested again as a new upload would be."""
+
+    item_id: str
+    outcome: str = Field(description="stored, duplicate (both: archived, the item is gone), "
+                         "quarantined or conflict (refused again: the item stays)")
+    archived: bool
+    reason: str | None = Field(None, description="Why it was refused again.")
+    message: str
+    instance_id: str | None = None
+    study_id: str | None = Field(None, description="The study it was archived in.")
 
 
 class ChangeOut(Out):
@@ -272,6 +287,27 @@ class StudyPage(Page):
     items: list[StudyOut]
 
 
+class StudySearchIn(BaseModel):
+    """A study search whose criteria travel in the body, never in a URL (they are patient
+    data). Values are in DICOM's matching syntax (PS3.4 C.2.2.2): exact, or with ``*`` and
+    ``?`` wildcards (case-sensitive, except PatientName); StudyDate a date or a range."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    PatientID: str | None = Field(default=None, max_length=64)
+    PatientName: str | None = Field(default=None, max_length=320, description="Matched "
+                                    "case-insensitively, e.g. 'SMITH^J*'.")
+    AccessionNumber: str | None = Field(default=None, max_length=64)
+    ModalitiesInStudy: str | None = Field(default=None, max_length=16, description="A "
+                                          "modality one of the study's series has, e.g. MR.")
+    StudyDate: str | None = Field(default=None, max_length=17, description="YYYYMMDD, or a "
+                                  "range YYYYMMDD-YYYYMMDD (either end may be left open).")
+    StudyDescription: str | None = Field(default=None, max_length=64, description="e.g. "
+                                         "'*CHEST*'.")
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
 class IngestProblem(Out):
     reason: str
     message: str
@@ -286,6 +322,8 @@ class IngestResult(Out):
     reasons: dict[str, int]
     problems: list[IngestProblem] = []
     instance_ids: list[str] = []
+    study_ids: list[str] = Field([], description="The studies holding the instance sent "
+                                 "(stored now or already there); one file's upload only.")
 
 
 class JobOut(Out):
@@ -370,6 +408,15 @@ class AuditEventOut(Out):
     hash: str
 
 
+class AuditVerificationOut(Out):
+    ok: bool = Field(description="True when no event was edited, inserted or deleted.")
+    events: int = Field(description="Events checked.")
+    head_seq: int = Field(description="The chain's last sequence number.")
+    unknown_key_events: int = Field(description="Events under a key the server no longer "
+                                    "has (IMAGEBANK_PREVIOUS_SECRET_KEYS), so unchecked.")
+    problems: list[str] = Field(description="What is wrong, one line each (at most 100).")
+
+
 # -- governance: consent and the National Data Opt-out (decision 0023) -------------------------
 class OptOutListOut(Out):
     id: str = Field(description="The version: the same numbers and date are one version.")
@@ -387,6 +434,69 @@ class ConsentImportOut(Out):
     flagged_research_subjects: int
     flagged_site_subjects: int
     cleared: int = Field(description="Withdrawal flags a later grant cleared.")
+
+
+# -- a project's governance policy (decisions 0016, 0019, 0031) -------------------------------
+class PolicySiteOut(Out):
+    name: str | None = None
+    ods_code: str | None = None
+    contact: str | None = None
+
+
+class SafePrivateOut(Out):
+    creator: str = Field(description="The Private Creator value.")
+    element: str = Field(description="The element's low byte, e.g. 0x0C.")
+    justification: str | list[str]
+
+
+class RectangleOut(Out):
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class MaskingRuleOut(Out):
+    manufacturer: str
+    model: str
+    rows: int | None = None
+    columns: int | None = None
+    rectangles: list[RectangleOut]
+
+
+class RetentionOut(Out):
+    days: int | None = None
+    project_end: bool
+
+
+class PolicyDocumentOut(Out):
+    """A policy in its normalised form (as `imagebank policy show --json` prints it)."""
+
+    version: int
+    site: PolicySiteOut | None = None
+    allowed_options: list[str] = Field(description="Profile options (PS3.15 E.3) a release "
+                                       "may use; any other is not allowed.")
+    safe_private: list[SafePrivateOut] = Field(description="Private elements kept under "
+                                               "retain_safe_private; all others are removed.")
+    masking: list[MaskingRuleOut] = Field(description="Rectangles blanked in burned-in text.")
+    smallest_count: int = Field(description="Counts from 1 to one below it are not shown.")
+    count_rounding: int = Field(default=1, description="Counts shown are rounded to a "
+                                "multiple of it (1: exact).")
+    national_data_opt_out: bool
+    retention: RetentionOut
+    review_date: str | None = None
+
+
+class ProjectPolicyOut(Out):
+    project: str
+    zone: str
+    text: str | None = Field(description="The policy's YAML, as stored with the project "
+                             "(None: an identifiable project has none).")
+    policy: PolicyDocumentOut | None = None
+    sites: list[str] = Field(default=[], description="The sites whose policies it merges.")
+    options: list[str] = Field(default=[], description="The options the project's releases "
+                               "use (each allowed by the policy).")
+    applies: str = Field(description="What governs the project's releases, in words.")
 
 
 # -- cohort search (decision 0022) ------------------------------------------------------------

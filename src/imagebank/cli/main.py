@@ -496,15 +496,68 @@ def _print_summary(summary: Any) -> None:
 def quarantine(
     project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 100,
+    retry: Annotated[list[str] | None, typer.Option(
+        "--retry", metavar="ID", help="Ingest this item's kept bytes again (the project's "
+        "rules apply, as to a new file); repeat for several.", show_default=False)] = None,
+    discard: Annotated[list[str] | None, typer.Option(
+        "--discard", metavar="ID", help="Remove this item and its kept bytes; repeat for "
+        "several.", show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List what was received and not archived, with the reasons."""
+    """List what was received and not archived, with the reasons; or retry or discard items
+    (exit 1 when a retried item is refused again)."""
+    if retry or discard:
+        _quarantine_actions(project, retry or [], discard or [], as_json)
+        return
     rows = state.open().quarantine(project, limit=limit)
     if as_json:
         _print_json(rows)
         return
     _table(rows, [("id", "id"), ("project_id", "project"), ("reason", "reason"),
                   ("source", "source"), ("message", "message")], "Quarantine")
+
+
+#: What ``quarantine --discard`` says of the item's bytes (services.quarantine.discard).
+DISCARDED_BYTES = {"removed": " with its bytes", "none_kept": " (its bytes were not kept)",
+                   "shared": " (its bytes are an archived instance's now, and stay)",
+                   "left_for_repair": "; the store refused to remove its bytes: "
+                                      "`imagebank check --repair` will"}
+
+
+def _quarantine_actions(project: str | None, retry_ids: list[str], discard_ids: list[str],
+                        as_json: bool) -> None:
+    """``quarantine --retry/--discard``: each item in turn, audited as the API's routes are."""
+    from imagebank.services import quarantine as items
+
+    runtime = _runtime()
+    archive = runtime.archive
+    results: list[dict[str, Any]] = []
+    refused = 0
+    for item_id in retry_ids:
+        item_project = items.get_item(archive, item_id, project)["project_id"]
+        result = items.retry(archive, item_id, project)
+        _cli_audit(runtime, "quarantine_retry", project=item_project, level="quarantine",
+                   object_id=item_id, detail={"outcome": result.outcome.value})
+        results.append({"action": "retry", **result.as_dict()})
+        refused += not result.archived
+        if not as_json:
+            where = f" (study {result.study_id})" if result.study_id else ""
+            out.print(f"{item_id}: {result.outcome.value}{where}. " if result.archived else
+                      f"{item_id}: refused again ({result.reason}): ", end="",
+                      markup=False, highlight=False)
+            out.print(escape(result.message), highlight=False, soft_wrap=True)
+    for item_id in discard_ids:
+        item_project = items.get_item(archive, item_id, project)["project_id"]
+        gone = items.discard(archive, item_id, project)
+        _cli_audit(runtime, "quarantine_discard", project=item_project, level="quarantine",
+                   object_id=item_id)
+        results.append({"action": "discard", **gone.as_dict()})
+        if not as_json:
+            out.print(f"{item_id}: discarded{DISCARDED_BYTES[gone.bytes]}.", markup=False,
+                      highlight=False)
+    if as_json:
+        _print_json(results)
+    raise typer.Exit(1 if refused else 0)
 
 
 # -- listing -------------------------------------------------------------------------------

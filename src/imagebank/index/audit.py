@@ -61,11 +61,25 @@ def iter_events(session: Session, upto: int, batch: int = 5000) -> Iterator[dict
 
 
 def list_events(session: Session, *, project_id: str | None = None,
-                actor_id: str | None = None, since: int = 0, limit: int = 100
-                ) -> list[dict[str, Any]]:
+                actor_id: str | None = None, since: int = 0, limit: int = 100,
+                before: int | None = None, actor: str | None = None,
+                action: str | None = None, outcome: str | None = None,
+                at_from: str | None = None, at_to: str | None = None,
+                newest_first: bool = False) -> list[dict[str, Any]]:
+    """Events with ``since < seq < before``, of the project, actor (ID or name), action and
+    outcome given, at ``at_from <= at < at_to`` (UTC ISO texts, as stored), oldest first
+    or newest first."""
     stmt = select(AuditEvent).where(AuditEvent.seq > since)
-    if project_id is not None:
-        stmt = stmt.where(AuditEvent.project_id == project_id)
-    if actor_id is not None:
-        stmt = stmt.where(AuditEvent.actor_id == actor_id)
-    return [_row(e) for e in session.scalars(stmt.order_by(AuditEvent.seq).limit(limit))]
+    for column, value in ((AuditEvent.project_id, project_id),
+                          (AuditEvent.actor_id, actor_id), (AuditEvent.actor, actor),
+                          (AuditEvent.action, action), (AuditEvent.outcome, outcome)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if before is not None:
+        stmt = stmt.where(AuditEvent.seq < before)
+    if at_from is not None:
+        stmt = stmt.where(AuditEvent.at >= at_from)
+    if at_to is not None:
+        stmt = stmt.where(AuditEvent.at < at_to)
+    order = AuditEvent.seq.desc() if newest_first else AuditEvent.seq
+    return [_row(e) for e in session.scalars(stmt.order_by(order).limit(limit))]

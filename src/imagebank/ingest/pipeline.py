@@ -41,6 +41,7 @@ from imagebank.domain.model import (
 )
 from imagebank.index import repo
 from imagebank.index.engine import write_gate
+from imagebank.index.quarantine import update_quarantine_items
 from imagebank.ingest.sources import Source, SourceProblem
 from imagebank.ingest.worker import (
     Parsed,
@@ -104,6 +105,7 @@ class Committer:
             report.outcomes[id(item)] = (outcome, reason, source, message, size)
 
         accepted = [p for p in batch if p.rejection is None and p.staged is not None]
+        retry_ids = {p.retry_of for p in batch if p.retry_of is not None}
         with self.sessions.begin() as session:
             existing = repo.get_instance_checksums(session, (p.instance_id for p in accepted))
             owners = repo.get_study_subjects(session, (p.study_id for p in accepted))
@@ -114,9 +116,18 @@ class Committer:
         seen: dict[str, str] = {}
         first_staged: dict[str, StagedObject] = {}
         discard: list[StagedObject] = []
+        retried: list[dict[str, Any]] = []
 
         def hold(parsed: Parsed, reason: str, message: str, instance_id: str | None = None
                  ) -> None:
+            if parsed.retry_of is not None:
+                # A quarantine item retried and refused again: its row gets the new reason,
+                # its bytes stay where they are kept (this copy of them goes).
+                if parsed.staged is not None:
+                    discard.append(parsed.staged)
+                retried.append({"id": parsed.retry_of, "reason": reason, "message": message,
+                                "instance_id": instance_id})
+                return
             qid = uuid.uuid4().hex
             key = None
             if parsed.staged is not None:
@@ -234,7 +245,13 @@ class Committer:
                     quarantine.append(self._held_in_place(p, "conflict", message))
                     record(p, Outcome.CONFLICT, reason="conflict", source=p.label,
                                 message=message)
-            repo.add_quarantine(session, quarantine)
+            # Held in place, a retried item's row is updated to its new key (the caller
+            # removes the old copy once this is committed).
+            retried.extend({"id": r["id"], "reason": r["reason"], "message": r["message"],
+                            "instance_id": r["instance_id"], "object_key": r["object_key"]}
+                           for r in quarantine if r["id"] in retry_ids)
+            repo.add_quarantine(session, [r for r in quarantine if r["id"] not in retry_ids])
+            update_quarantine_items(session, retried)
             repo.add_changes(session, project, "stored", Level.INSTANCE.value,
                              [r["id"] for r in instances if r["id"] in inserted])
         for p in new:
@@ -273,7 +290,7 @@ class Committer:
                         instance_id: str | None, quarantine_id: str | None = None
                         ) -> dict[str, Any]:
         return {
-            "id": quarantine_id or uuid.uuid4().hex, "project_id": self.project_id,
+            "id": p.retry_of or quarantine_id or uuid.uuid4().hex, "project_id": self.project_id,
             "reason": reason, "message": message, "source": p.label, "size_bytes": p.size,
             "sha256": p.staged.sha256 if p.staged else None, "object_key": object_key,
             "instance_id": instance_id,

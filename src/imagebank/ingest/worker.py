@@ -55,6 +55,9 @@ class Parsed:
     study_id: str = ""
     series_id: str = ""
     instance_id: str = ""
+    #: The quarantine item whose kept bytes these are, ingested again (a retry): refused
+    #: again, that item is updated in place instead of a second one being made.
+    retry_of: str | None = None
 
 
 class Parser:

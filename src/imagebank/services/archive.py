@@ -235,6 +235,18 @@ class Archive:
             objects.append(ObjectOutcome(item.instance_id or None, outcome, reason, message))
         return Received(report.summary, report.stored_ids, objects)
 
+    def receive_kept(self, data: bytes, label: str, project: str, item_id: str
+                     ) -> ObjectOutcome:
+        """Quarantine item ``item_id``'s kept bytes, received again as a new upload is (the
+        project's rules apply); refused again, the item is updated in place rather than a
+        second one made. What ``services.quarantine.retry`` builds on."""
+        self.admit(project)
+        parsed = Parser(self._worker_config(project), self.store).parse_bytes(data, label)
+        parsed.retry_of = item_id
+        report = self._group.commit(project, [parsed])
+        outcome, reason, _label, message, _size = report.outcomes[id(parsed)]
+        return ObjectOutcome(parsed.instance_id or None, outcome, reason, message)
+
     # -- reads ----------------------------------------------------------------------------
     def studies(self, project: str | None = None, *, limit: int = 100, offset: int = 0,
                 **filters: Any) -> list[dict[str, Any]]:

@@ -133,10 +133,12 @@ class AuditLog:
 
     # -- reading ----------------------------------------------------------------------------
     def events(self, *, project_id: str | None = None, actor_id: str | None = None,
-               since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+               since: int = 0, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
+        """Events after ``since``; ``filters`` narrow them (``index.audit.list_events``:
+        before, actor, action, outcome, at_from, at_to, newest_first)."""
         with self.sessions.begin() as session:
             return sql.list_events(session, project_id=project_id, actor_id=actor_id,
-                                   since=since, limit=limit)
+                                   since=since, limit=limit, **filters)
 
     def verify(self, progress: Callable[[int], None] | None = None) -> ChainReport:
         """Walk the whole chain: finds edited, inserted and deleted events."""

@@ -332,3 +332,26 @@ def _detail(fact: Fact) -> str:
     if fact.modalities:
         detail["modalities"] = list(fact.modalities)
     return json.dumps(detail, separators=(",", ":"))
+
+
+def subject_facts(archive: Archive, subject_id: str) -> list[dict[str, Any]]:
+    """A subject's clinical facts, earliest first (the web UI's subject page): ``kind``,
+    ``code`` (``SYSTEM:CODE``), ``display``, ``start`` (aware, UTC; None when unknown),
+    ``value`` (a number with its unit, a coded result as ``SYSTEM:CODE``, or text), ``status``
+    and ``study_uid`` (an ImagingStudy's linked study). Read as a release reads them
+    (``repo.release_facts``); the caller has checked the subject is in its project."""
+    with archive.sessions.begin() as session:
+        rows = repo.release_facts(session, [subject_id])
+    facts = []
+    for (_subject, kind, system, code, display, number, text, value_system, unit, start,
+         _end, status, study_uid) in rows:
+        if number is not None:
+            value = f"{number:g} {unit}".strip() if unit else f"{number:g}"
+        elif text and value_system:
+            value = f"{value_system}:{text}"
+        else:
+            value = text or ""
+        facts.append({"kind": kind, "code": f"{system}:{code}" if system else code,
+                      "display": display or "", "start": repo.aware(start), "value": value,
+                      "status": status or "", "study_uid": study_uid})
+    return facts

@@ -11,6 +11,7 @@ no masks); the others (the smallest count, the opt-out, retention) must be state
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tempfile
@@ -40,7 +41,8 @@ from imagebank.domain.policy import (
 
 __all__ = ["EXPECTED", "deid_settings", "diff_document", "harmonise_files",
            "harmonised_document", "load_policy", "parse_policy", "policy_document",
-           "render_harmonised", "render_policy", "site_labels", "write_text_atomically"]
+           "render_harmonised", "render_policy", "site_labels", "stored_policy",
+           "write_text_atomically"]
 
 MAX_BYTES = 1_000_000
 MAX_DAYS = 36_525  # 100 years
@@ -824,3 +826,27 @@ def _project_policy(harmonised: Harmonised, labels: Sequence[str],
     deid_settings(harmonised.policy, options)
     header = ["imagebank project policy: the strictest merge of " + ", ".join(labels)]
     return render_policy(harmonised.policy, header=header, harmonised=harmonised)
+
+
+#: The first line of a project's policy as ``project_policy`` writes it (decision 0019).
+_MERGED_FROM = re.compile(r"^# imagebank project policy: the strictest merge of (.+)$", re.M)
+
+
+def stored_policy(project: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A research project's policy as the API and the web UI show it (decision 0031): the
+    YAML stored with it (``text``), its normalised form (``policy``, what ``imagebank policy
+    show --json`` prints), the sites it merges (``sites``: their labels, from the first
+    line, or the one site it names) and the options its releases use (``options``). None
+    for a project without one (a site's identifiable project)."""
+    text = project.get("policy")
+    if not text:
+        return None
+    policy = parse_policy(text, f"project {project['id']}")
+    merged = _MERGED_FROM.search(text)
+    if merged is not None:
+        sites = [s.strip() for s in merged.group(1).split(", ") if s.strip()]
+    else:
+        named = policy.site.name or policy.site.ods_code
+        sites = [named] if named else []
+    return {"text": text, "policy": policy_document(policy), "sites": sites,
+            "options": sorted(json.loads(project.get("deid_options") or "[]"))}

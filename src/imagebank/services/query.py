@@ -69,6 +69,9 @@ DEFAULT_RETURN: dict[Level, tuple[str, ...]] = {
 
 #: Keys that are the query's parameters, not attributes (QIDO-RS).
 _PARAMETERS = frozenset({"includefield", "limit", "offset", "fuzzymatching", "orderby"})
+#: The subject's columns a study row carries (as ``repo.list_studies`` gives them).
+_PATIENT_COLUMNS = ("patient_id", "issuer_of_patient_id", "patient_name",
+                    "patient_birth_date", "patient_sex")
 
 
 def keyword_of(key: str) -> str:
@@ -230,6 +233,19 @@ class Queries:
                                    else headers.get(row.get(search.level.value, {})
                                                     .get("id", "")))
                     yield self._dataset(search, row, header_text)
+
+    def find_studies(self, search: Search, *, project_ids: Sequence[str] | None,
+                     limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """The studies a study-level ``search`` matches, newest first, as the REST API
+        lists studies: the study's row with its subject's patient attributes (the POST
+        study search, whose criteria travel in a body rather than a URL)."""
+        if search.level is not Level.STUDY:
+            raise InvalidInputError("find_studies takes a study-level search.")
+        with self.archive.sessions() as session:
+            rows = sql.find(session, Level.STUDY, search.conditions, project_ids=project_ids,
+                            modalities=search.modalities or None, limit=limit, offset=offset)
+        return [{**row["study"], **{key: row["subject"].get(key) for key in _PATIENT_COLUMNS}}
+                for row in rows]
 
     def _dataset(self, search: Search, row: Mapping[str, Mapping[str, Any]],
                  header_text: str | None) -> dict[str, Any]:
