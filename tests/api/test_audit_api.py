@@ -106,12 +106,21 @@ def test_every_request_leaves_exactly_one_event(world: World, client: TestClient
           "outcome": "ok"}),
         ("GET", f"{API}/no/such/thing", {"headers": h("viewer")}, 404,
          {"route": "(no route)", "project_id": None, "outcome": "denied"}),
+        # A page of the web UI is audited as what it shows (its style sheet is not).
+        ("GET", f"/ui/projects/alpha/studies/{ids['study']}",
+         {"headers": {**h("viewer"), "Accept": "text/html"}}, 200,
+         {"actor": "viewer", "via": "token", "action": "read", "project_id": "alpha",
+          "route": "/ui/projects/{project}/studies/{study}", "level": "study",
+          "object_id": ids["study"], "outcome": "ok"}),
     ]
     before = head_seq(world)
     for method, url, kwargs, status, _ in steps:
         response = client.request(method, url, **kwargs)
         assert response.status_code == status, (method, url, response.text[:300])
-    assert client.get(f"{API}/health").status_code == 200  # the one unaudited address
+    # The unaudited addresses: the health check, the sign-in form and the UI's static files.
+    assert client.get(f"{API}/health").status_code == 200
+    assert client.get("/ui/sign-in").status_code == 200
+    assert client.get("/ui/static/ui.css").status_code == 200
     events = events_after(world, before)
     assert len(events) == len(steps)
     assert [e["seq"] for e in events] == list(range(before + 1, before + len(steps) + 1))

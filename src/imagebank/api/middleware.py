@@ -26,9 +26,12 @@ log = logging.getLogger("imagebank.api")
 OBJECT_PARAMS = (("instance", "instance"), ("series", "series"), ("study", "study"),
                  ("subject", "subject"), ("resource", "resource"), ("job_id", "job"),
                  ("token_id", "token"), ("username", "user"))
-UNAUDITED = frozenset({"/api/v1/health"})
-#: The REST API and DICOMweb (``/dicomweb``, ``/projects/{project}/dicomweb``).
-AUDITED_PREFIXES = ("/api/", "/dicomweb", "/projects/")
+UNAUDITED = frozenset({"/api/v1/health", "/ui/sign-in"})
+#: The REST API, DICOMweb (``/dicomweb``, ``/projects/{project}/dicomweb``) and the web UI's
+#: pages (what a page shows is read as the API would read it: audited the same way).
+AUDITED_PREFIXES = ("/api/", "/dicomweb", "/projects/", "/ui/")
+#: The UI's style sheets and scripts: the same for everyone, nothing to audit.
+UNAUDITED_PREFIXES = ("/ui/static/",)
 #: On every API response: never sniff a download's type, never cache (the data may be
 #: identifiable), never frame, never leak the URL (it holds IDs) to another site.
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"),
@@ -82,7 +85,8 @@ class AuditMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(AUDITED_PREFIXES) or path in UNAUDITED:
+        if (scope["type"] != "http" or not path.startswith(AUDITED_PREFIXES)
+                or path in UNAUDITED or path.startswith(UNAUDITED_PREFIXES)):
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
