@@ -3,7 +3,7 @@ Orthanc, peak memory of an ingest against corpus size, study search on a large i
 upload against Orthanc's, study listing through the server, the DICOM network services
 and DICOMweb against Orthanc's, de-identification against dicognito, the clinical import's
 throughput against parsing alone, and cohort search at national scale against hand-written
-SQL.
+SQL, and the series viewer in Chromium.
 
     python benchmarks/run_all.py            # full sizes (docs/benchmarks.md): ~15 min once cached
     python benchmarks/run_all.py --smoke    # tiny sizes, < 2 min: run by `make test`
@@ -36,6 +36,7 @@ import index_queries
 import ingest_throughput
 import memory
 import rest_upload
+import viewer
 from common import (
     RUNS,
     WORK,
@@ -49,7 +50,7 @@ from common import (
 )
 
 PARTS = ["ingest", "memory", "index", "rest", "listing", "dicom", "deid", "clinical", "cohort",
-         "tables"]
+         "tables", "viewer"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         run("(j) clinical tables in releases", lambda: clinical_release.main(
             (["--smoke"] if smoke else [])
             + (["--postgres-url", args.postgres_url] if args.postgres_url else [])))
+    if "viewer" in only:
+        run("(k) the series viewer in Chromium", lambda: viewer.measure(
+            *((20, 128) if smoke else (300, 512)), rounds=2 if smoke else viewer.ROUNDS,
+            quiet_wait=0 if smoke else 120))
     remove(RUNS)
 
     print(f"\n== results ({mode}, {time.monotonic() - started:.0f} s)")
