@@ -32,6 +32,23 @@ from imagebank.domain.errors import NotFoundError
 router = APIRouter(include_in_schema=False)
 HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
+
+
+def human_size(size: int | None) -> str:
+    """A number of bytes for people: 512 bytes, 1.5 KiB, 4 GiB."""
+    if size is None:
+        return ""
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            break
+        value /= 1024
+    if unit == "bytes":
+        return f"{int(value):,} bytes"
+    return f"{value:,.1f} {unit}".replace(".0 ", " ")
+
+
+TEMPLATES.env.filters["size"] = human_size
 STATIC_DIR = HERE / "static"
 #: The media types of the static files served (by their suffix; nothing but the files in
 #: api/static/ with these suffixes is served under /ui/static/).

@@ -142,7 +142,7 @@ def policy_page(request: Request, project: str) -> HTMLResponse:
 
 # -- a project's members ------------------------------------------------------------------------
 @router.get("/ui/projects/{project}/members", response_class=HTMLResponse,
-            dependencies=[project_access(Permission.MANAGE)])
+            dependencies=[project_access(Permission.MANAGE, "read")])
 def members_page(request: Request, project: str) -> HTMLResponse:
     """Who has which role on the project (owners): change, add and remove roles."""
     members = runtime_of(request).accounts.members(project)

@@ -27,7 +27,7 @@ PRESETS = (("lung", "Lung", -600, 1500), ("soft", "Soft tissue", 40, 400),
 
 
 @router.get("/ui/projects/{project}/series/{series}/view", response_class=HTMLResponse,
-            dependencies=[project_access(Permission.DOWNLOAD)])
+            dependencies=[project_access(Permission.DOWNLOAD, "read")])
 def series_viewer(request: Request, project: str, series: str = Path(pattern=ID)
                   ) -> HTMLResponse:
     """A series in the viewer: its images in order, windowed, with the DICOM header."""

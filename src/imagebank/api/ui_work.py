@@ -33,7 +33,7 @@ JOB_KINDS = {"import": "Import", "export": "Export", "share": "Share", "release"
 
 
 @router.get("/ui/projects/{project}/upload", response_class=HTMLResponse,
-            dependencies=[project_access(Permission.WRITE)])
+            dependencies=[project_access(Permission.WRITE, "read")])
 def upload_page(request: Request, project: str) -> HTMLResponse:
     """Upload files and folders into the project (drag and drop, or file pickers)."""
     archive = runtime_of(request).archive
@@ -42,7 +42,7 @@ def upload_page(request: Request, project: str) -> HTMLResponse:
 
 
 @router.get("/ui/projects/{project}/quarantine", response_class=HTMLResponse,
-            dependencies=[project_access(Permission.MANAGE)])
+            dependencies=[project_access(Permission.MANAGE, "read")])
 def quarantine_page(request: Request, project: str,
                     offset: int = Query(0, ge=0, le=10_000_000)) -> HTMLResponse:
     """What the project received and did not archive: counts by reason, the items with their

@@ -39,10 +39,10 @@
       : "(not signed in)";
     const object = [event.level, event.object_id].filter(Boolean).join(" ");
     const outcome = event.status ? `${event.outcome} (${event.status})` : event.outcome;
-    const cells = [[event.seq, "n"], [when(event.at)], [who], [event.action],
-                   [`${event.method} ${event.route}`]];
+    const cells = [[event.seq, "n"], [when(event.at), "when"], [who], [event.action],
+                   [`${event.method} ${event.route}`, "route"]];
     if (wholeTrail) cells.push([event.project_id || ""]);
-    cells.push([object], [outcome, `outcome-${event.outcome}`], [event.client || ""],
+    cells.push([object, "object"], [outcome, `outcome-${event.outcome}`], [event.client || ""],
                [event.detail || "", "detail"]);
     for (const [text, className] of cells) {
       tr.append(el("td", text, className ? {class: className} : {}));
