@@ -111,7 +111,10 @@ class AuditMiddleware:
                         "try again shortly.", "audit_unavailable")
                     await response(scope, receive, send)
                     return
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _value in headers}
+                message["headers"] = [*headers, *(h for h in SECURITY_HEADERS
+                                                  if h[0] not in present)]
                 log.info("%s %s %s %.1f ms", scope.get("method"),
                          getattr(scope.get("route"), "path", "-"), message["status"],
                          (time.monotonic() - started) * 1000)
