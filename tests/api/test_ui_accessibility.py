@@ -84,3 +84,32 @@ def test_signing_in_and_browsing_by_keyboard_alone(served: tuple[World, str], pa
     expect(link).to_be_focused()
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{base}/ui/projects/alpha")
+
+
+def test_no_page_breaks_the_content_security_policy_or_throws(served: tuple[World, str],
+                                                              page: Page) -> None:
+    # The pages run under a strict policy (no inline script or style): a page that needed
+    # one would be broken in every browser. Chromium reports each refusal on the console.
+    world, base = served
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text)
+            if m.type == "error" and "Content Security Policy" in m.text else None)
+    page.on("pageerror", lambda e: problems.append(f"uncaught: {e}"))
+    sign_in(page, base, "owner")
+    ids = world.ids
+    alpha = f"{base}/ui/projects/alpha"
+    for url in (f"{base}/ui/projects", alpha, f"{alpha}/subjects",
+                f"{alpha}/subjects/{ids['subject']}", f"{alpha}/studies/{ids['study']}",
+                f"{alpha}/series/{ids['series']}/view", f"{alpha}/search", f"{alpha}/cohort",
+                f"{alpha}/upload", f"{alpha}/quarantine", f"{alpha}/members",
+                f"{alpha}/policy", f"{alpha}/audit", f"{base}/ui/jobs", f"{base}/ui/account"):
+        response = page.goto(url)
+        assert response is not None and response.status == 200, url
+        page.wait_for_load_state("networkidle")
+    assert problems == []
+    # The check sees a refusal when there is one.
+    page.evaluate("() => { const s = document.createElement('script');"
+                  " s.textContent = 'window.inlineRan = 1'; document.body.append(s); }")
+    page.wait_for_timeout(200)
+    assert page.evaluate("() => window.inlineRan") is None
+    assert any("Content Security Policy" in p for p in problems)

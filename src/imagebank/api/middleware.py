@@ -36,6 +36,23 @@ UNAUDITED_PREFIXES = ("/ui/static/",)
 #: identifiable), never frame, never leak the URL (it holds IDs) to another site.
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"),
                     (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
+#: On the web UI's pages and files as well: nothing but this server's own scripts, styles,
+#: images and API calls (the pages have no inline script or style), never framed.
+UI_POLICY = (b"content-security-policy",
+             b"default-src 'self'; script-src 'self'; style-src 'self'; "
+             b"img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; "
+             b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def _headers_for(path: str) -> list[tuple[bytes, bytes]]:
+    return [*SECURITY_HEADERS, UI_POLICY] if path.startswith("/ui/") else SECURITY_HEADERS
+
+
+def _add_headers(message: Message, extra: list[tuple[bytes, bytes]]) -> None:
+    """Add ``extra`` to a response's start message, except headers the route set itself."""
+    headers = list(message.get("headers", []))
+    present = {name.lower() for name, _value in headers}
+    message["headers"] = [*headers, *(h for h in extra if h[0] not in present)]
 
 
 def _outcome(status: int) -> str:
@@ -85,9 +102,17 @@ class AuditMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if (scope["type"] != "http" or not path.startswith(AUDITED_PREFIXES)
-                or path in UNAUDITED or path.startswith(UNAUDITED_PREFIXES)):
+        if scope["type"] != "http" or not path.startswith(AUDITED_PREFIXES):
             await self.app(scope, receive, send)
+            return
+        extra = _headers_for(path)
+        if path in UNAUDITED or path.startswith(UNAUDITED_PREFIXES):
+            async def headed_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    _add_headers(message, extra)
+                await send(message)
+
+            await self.app(scope, receive, headed_send)
             return
         started = time.monotonic()
         scope.setdefault("state", {})
@@ -111,10 +136,7 @@ class AuditMiddleware:
                         "try again shortly.", "audit_unavailable")
                     await response(scope, receive, send)
                     return
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _value in headers}
-                message["headers"] = [*headers, *(h for h in SECURITY_HEADERS
-                                                  if h[0] not in present)]
+                _add_headers(message, extra)
                 log.info("%s %s %s %.1f ms", scope.get("method"),
                          getattr(scope.get("route"), "path", "-"), message["status"],
                          (time.monotonic() - started) * 1000)
