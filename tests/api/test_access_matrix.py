@@ -128,8 +128,9 @@ EXPECTED: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/ui/static/{name}"): anyone(200),
     # OHIF (decision 0032): a static app, public; its page sends a browser without a session
     # to sign in (followed here: 200); its data comes from DICOMweb, under the rules above.
-    # `make ohif` installs it (`make test` does); without it /ohif/ is a 503 page.
-    ("GET", "/ohif/"): anyone(200),
+    # `make ohif` installs it (`make test` does); without it its files are a 503 page.
+    # /ohif/ itself (OHIF's study list, which is off) is sent to /ui/projects (followed).
+    ("GET", "/ohif/"): signed_in_user(200),
     ("GET", "/ohif/{path:path}"): anyone(200),
     # -- governance: consent and the National Data Opt-out
     ("GET", f"{V1}/optout-lists"): site_admin(200),

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import time
+from datetime import UTC, datetime
+from html import unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urljoin
 
+import httpx
 import pydicom
 import pytest
 from apiworld import World
 from axe_playwright_python.sync_playwright import Axe
 from fastapi.testclient import TestClient
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import Page, Request, Route, expect
 from sqlalchemy import text
 from uikit import sign_in
 
@@ -241,6 +247,93 @@ def test_a_viewers_cohort_counts_are_shown_as_the_api_suppresses_them(
     assert page.locator("#cohort-listed table").count() == 0
 
 
+def _cohort_count(world: World, base: str, query: str, user: str = "owner") -> str:
+    """The number of people the REST cohort search shows ``user`` for ``query``."""
+    response = httpx.post(f"{base}/api/v1/projects/alpha/cohorts/search",
+                          json={"query": query, "limit": 0}, headers=world.headers(user))
+    assert response.status_code == 200, response.text
+    return str(response.json()["counts"]["people"]["shown"])
+
+
+def test_cohort_rows_combine_top_down(served: tuple[World, str], page: Page) -> None:
+    """Rows "CT, or MR, and MR" are (CT or MR) and MR: the MR patient; the language alone
+    would read CT or (MR and MR): both patients."""
+    world, base = served
+    ct, mr = "imaging[modality = 'CT']", "imaging[modality = 'MR']"
+    grouped = f"({ct} or {mr}) and {mr}"
+    expected = _cohort_count(world, base, grouped)
+    assert expected != _cohort_count(world, base, f"{ct} or {mr} and {mr}")
+    sign_in(page, base, "owner")
+    page.goto(f"{base}/ui/projects/alpha/cohort")
+    rows = page.locator(".cohort-row")
+    rows.nth(0).get_by_label("Modality").fill("CT")
+    for join in ("or", "and"):
+        page.get_by_role("button", name="Add a criterion").click()
+        row = rows.last
+        row.get_by_label("Combine with the one above").select_option(join)
+        row.get_by_label("Modality").fill("MR")
+    query = page.get_by_label("Query")
+    expect(query).to_have_value(grouped)
+    expect(page.locator("#cohort-counts code")).to_have_text(
+        "(imaging[modality = CT] or imaging[modality = MR]) and imaging[modality = MR]")
+    expect(_count(page, "people")).to_have_text(expected)
+    # Each change of connective closes the group above it; a run of one does not.
+    page.get_by_role("button", name="Add a criterion").click()
+    rows.last.get_by_label("Combine with the one above").select_option("or")
+    rows.nth(1).get_by_label("Combine with the one above").select_option("and")
+    expect(query).to_have_value(f"({ct} and {mr} and {mr}) or imaging[]")
+    expect(_count(page, "people")).to_have_text(
+        _cohort_count(world, base, f"({ct} and {mr} and {mr}) or imaging[]"))
+
+
+#: Everything #cohort-listed ever holds, as the page changes it.
+WATCH_LISTED = """() => {
+  const listed = document.getElementById('cohort-listed');
+  window.listedTexts = [];
+  new MutationObserver(() => window.listedTexts.push(listed.textContent))
+    .observe(listed, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+def test_a_late_list_of_an_earlier_query_is_never_shown(served: tuple[World, str],
+                                                        page: Page) -> None:
+    world, base = served
+    mr, ct = _study_of(world, "MR"), _study_of(world, "CT")
+    sign_in(page, base, "owner")
+    page.goto(f"{base}/ui/projects/alpha/cohort")
+    query, listed = page.get_by_label("Query"), page.locator("#cohort-listed")
+    query.fill("imaging[modality = MR]")
+    expect(page.locator("#cohort-counts code")).to_have_text("imaging[modality = MR]")
+    held: list[Route] = []
+
+    def hold_lists(route: Route) -> None:  # a list (limit > 0) waits; counts go through
+        if json.loads(route.request.post_data or "{}").get("limit") and not held:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/cohorts/search", hold_lists)
+    page.evaluate(WATCH_LISTED)
+    page.get_by_role("button", name="List the subjects and studies").click()
+    expect(listed).to_have_text("Listing…")
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(20)  # lets Playwright call the route handler
+    assert len(held) == 1
+    query.fill("imaging[modality = CT]")  # while MR's list is on its way
+    expect(page.locator("#cohort-counts code")).to_have_text("imaging[modality = CT]")
+    expect(listed).to_be_empty()
+    with page.expect_response(lambda r: r.url.endswith("/cohorts/search")
+                              and '"limit":100' in (r.request.post_data or "")):
+        held[0].continue_()  # MR's list arrives, late
+    page.get_by_role("button", name="List the subjects and studies").click()
+    studies = page.get_by_role("table", name="Studies matched")
+    expect(studies).to_contain_text(ct["study_instance_uid"])
+    texts: list[str] = page.evaluate("() => window.listedTexts")
+    assert texts and not any(mr["study_instance_uid"] in t for t in texts), texts
+    assert mr["study_instance_uid"] not in (listed.text_content() or "")
+
+
 @pytest.mark.parametrize("path", ["subjects", "subject", "study", "search", "cohort"])
 def test_the_browsing_pages_have_no_wcag_aa_violation(served: tuple[World, str], page: Page,
                                                       path: str) -> None:
@@ -300,20 +393,28 @@ def test_another_projects_subject_or_study_is_not_found(sqlite_world: World,
     assert missing.status_code == 404
 
 
-def test_a_viewer_sees_no_thumbnail_and_no_download(sqlite_world: World,
-                                                    sqlite_client: TestClient) -> None:
+NEEDS_DOWNLOAD = "Viewing and downloading images needs the collaborator role"
+
+
+def test_a_viewer_sees_no_thumbnail_no_download_and_no_viewer_link(
+        sqlite_world: World, sqlite_client: TestClient) -> None:
     path = f"/ui/projects/alpha/studies/{sqlite_world.ids['study']}"
     study = sqlite_world.runtime.archive.get("study", sqlite_world.ids["study"])
+    view = f'href="/ui/projects/alpha/series/{sqlite_world.ids["series"]}/view"'
     viewer = sqlite_client.get(path, headers=sqlite_world.headers("viewer")).text
     assert "<img" not in viewer and "/thumbnail" not in viewer and "/archive" not in viewer
-    assert "does not include downloading" in viewer
+    assert NEEDS_DOWNLOAD in viewer
     assert 'class="thumb placeholder" role="img"' in viewer
-    assert f"/series/{sqlite_world.ids['series']}/view" in viewer  # viewing is reading
+    # The viewer's page needs DOWNLOAD (it shows pixels): no link to a 403.
+    assert "/view" not in viewer and "Open in OHIF" not in viewer
+    assert sqlite_client.get(f"/ui/projects/alpha/series/{sqlite_world.ids['series']}/view",
+                             headers=sqlite_world.headers("viewer")).status_code == 403
     collaborator = sqlite_client.get(path, headers=sqlite_world.headers("collaborator")).text
     assert collaborator.count("<img") == 1
     assert (f'src="/projects/alpha/dicomweb/studies/{study["study_instance_uid"]}/series/'
             in collaborator)
-    assert "does not include downloading" not in collaborator
+    assert view in collaborator
+    assert NEEDS_DOWNLOAD not in collaborator
 
 
 def _hostile_study(folder: Path) -> Path:
@@ -347,6 +448,34 @@ def test_hostile_dicom_strings_are_escaped_on_every_page(sqlite_world: World,
     assert "&lt;b&gt;A1&lt;/b&gt;" in page
 
 
+FACTS_WITHHELD = "clinical facts are shown only to those whom cohort search gives exact results"
+
+
+def test_a_subjects_facts_are_shown_only_to_those_cohort_search_is_exact_for(
+        sqlite_world: World, sqlite_client: TestClient, tmp_path: Path) -> None:
+    """The REST API shows a subject's facts to no one and exact cohort results only to a
+    site project's members, owners and administrators: the page shows facts to them alone."""
+    archive = sqlite_world.runtime.archive
+    add_clinical_patient(archive, tmp_path / "clinical", "alpha", "9434765919", patient=40)
+    subject = next(s for s in archive.subjects("alpha") if s["patient_id"] == "9434765919")
+    with archive.sessions.begin() as session:
+        codes = [f"{system}:{code}" for system, code in session.execute(text(
+            "SELECT system, code FROM clinical_facts WHERE subject_id = :s AND system != ''"),
+            {"s": subject["id"]}).all()]
+    assert codes
+    for user in ("viewer", "collaborator", "member", "owner", "admin"):
+        exact = sqlite_client.post("/api/v1/projects/alpha/cohorts/search",
+                                   json={"query": "imaging[]", "limit": 0},
+                                   headers=sqlite_world.headers(user)).json()["exact"]
+        assert exact is (user in ("member", "owner", "admin")), user
+        body = sqlite_client.get(f"/ui/projects/alpha/subjects/{subject['id']}",
+                                 headers=sqlite_world.headers(user)).text
+        assert ('id="facts"' in body) is exact, user
+        assert (FACTS_WITHHELD in body) is not exact, user
+        if not exact:
+            assert not any(code in body for code in codes), user
+
+
 def test_the_subject_page_shows_the_projects_clinical_facts(sqlite_world: World,
                                                             sqlite_client: TestClient,
                                                             tmp_path: Path) -> None:
@@ -354,7 +483,7 @@ def test_the_subject_page_shows_the_projects_clinical_facts(sqlite_world: World,
     add_clinical_patient(archive, tmp_path / "clinical", "alpha", "9434765919", patient=40)
     subject = next(s for s in archive.subjects("alpha") if s["patient_id"] == "9434765919")
     body = sqlite_client.get(f"/ui/projects/alpha/subjects/{subject['id']}",
-                             headers=sqlite_world.headers("viewer")).text
+                             headers=sqlite_world.headers("member")).text
     with archive.sessions.begin() as session:
         total = session.execute(text("SELECT count(*) FROM clinical_facts WHERE subject_id = "
                                      ":s"), {"s": subject["id"]}).scalar_one()
@@ -371,8 +500,91 @@ def test_the_subject_page_shows_the_projects_clinical_facts(sqlite_world: World,
         assert f"The earliest {shown} of {total} facts are shown." in body
     # A subject without facts has no such table.
     other = sqlite_client.get(f"/ui/projects/alpha/subjects/{sqlite_world.ids['subject']}",
-                              headers=sqlite_world.headers("viewer")).text
-    assert 'id="facts"' not in other
+                              headers=sqlite_world.headers("member")).text
+    assert 'id="facts"' not in other and FACTS_WITHHELD not in other
+
+
+def test_a_withdrawal_is_not_shown_on_the_subject_page(sqlite_world: World,
+                                                       sqlite_client: TestClient) -> None:
+    """SubjectOut has no withdrawal: neither has the page (decision 0027)."""
+    subject = sqlite_world.ids["subject"]
+    with sqlite_world.runtime.archive.sessions.begin() as session:
+        session.execute(text("UPDATE subjects SET withdrawn_at = :t WHERE id = :s"),
+                        {"t": datetime(2024, 5, 6, tzinfo=UTC), "s": subject})
+    api = sqlite_client.get(f"/api/v1/projects/alpha/subjects/{subject}",
+                            headers=sqlite_world.headers("admin")).json()
+    assert "withdrawn_at" not in api and api["id"] == subject
+    for user in ("viewer", "owner", "admin"):
+        body = sqlite_client.get(f"/ui/projects/alpha/subjects/{subject}",
+                                 headers=sqlite_world.headers(user)).text
+        assert "2024-05-06" not in body and "ithdrawn" not in body, user
+
+
+def test_dicom_dates_are_shown_as_yyyy_mm_dd(sqlite_world: World,
+                                             sqlite_client: TestClient) -> None:
+    archive = sqlite_world.runtime.archive
+    study = archive.get("study", sqlite_world.ids["study"])
+    subject = archive.get("subject", study["subject_id"])
+    day, born = str(study["study_date"]), str(subject["patient_birth_date"])
+    assert re.fullmatch(r"[0-9]{8}", day) and re.fullmatch(r"[0-9]{8}", born)
+    shown, shown_born = f"{day[:4]}-{day[4:6]}-{day[6:]}", f"{born[:4]}-{born[4:6]}-{born[6:]}"
+    owner = sqlite_world.headers("owner")
+    for path, dates in (("/ui/projects/alpha", [shown]),
+                        ("/ui/projects/alpha/subjects", [shown_born]),
+                        (f"/ui/projects/alpha/subjects/{subject['id']}", [shown, shown_born]),
+                        (f"/ui/projects/alpha/studies/{study['id']}", [shown])):
+        body = sqlite_client.get(path, headers=owner).text
+        for date in dates:
+            assert date in body, (path, date)
+        assert day not in body and born not in body, path
+
+
+def _odd_uid_study(folder: Path, study_uid: str, series_uids: list[str]) -> Path:
+    """A study whose UIDs are not UIDs (the ingest is tolerant of what it reads)."""
+    spec = SeriesSpec(modality="CT", slices=1, rows=8, columns=8)
+    folder.mkdir(parents=True)
+    studies = make_study(SyntheticPatient.make(78), series=[spec] * len(series_uids))
+    for i, (ds, series_uid) in enumerate(zip(studies, series_uids, strict=True)):
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        (folder / f"{i}.dcm").write_bytes(to_bytes(ds))
+    return folder
+
+
+def test_uids_in_urls_are_encoded_and_never_leave_the_studys_path(
+        sqlite_world: World, sqlite_client: TestClient, tmp_path: Path) -> None:
+    archive = sqlite_world.runtime.archive
+    study_uid = "9.9/../../../api/v1/me"
+    series_uids = ["9.8/../x?y=1#z", ".."]
+    stored = archive.ingest([_odd_uid_study(tmp_path / "odd", study_uid, series_uids)],
+                            "alpha", workers=1)
+    assert stored.stored == 2  # such UIDs can be stored
+    study = next(s for s in archive.studies("alpha") if s["study_instance_uid"] == study_uid)
+    series = {s["series_instance_uid"]: s for s in archive.series(study["id"])}
+    body = sqlite_client.get(f"/ui/projects/alpha/studies/{study['id']}",
+                             headers=sqlite_world.headers("collaborator")).text
+    sources = [unescape(src) for src in re.findall(r'<img class="thumb"[^>]*src="([^"]*)"',
+                                                   body)]
+    assert len(sources) == 1  # the ".." series: no URL can carry it
+    prefix = "/projects/alpha/dicomweb/studies/"
+    for src in sources:
+        # A browser resolves dot segments and stops at ? and #: nothing is taken away.
+        assert urljoin("http://host/ui/projects/alpha/studies/x", src) == "http://host" + src
+        assert "?" not in src and "#" not in src
+        parts = src.removeprefix(prefix).split("/")
+        assert src.startswith(prefix) and len(parts) == 4, src
+        assert [unquote(parts[0]), parts[1], unquote(parts[2]), parts[3]] == [
+            study_uid, "series", series_uids[0], "thumbnail"]
+    dots = body[body.index(f'data-series="{series[".."]["id"]}"'):]
+    assert dots.index('aria-label="No preview of this series"') < dots.index("</li>")
+    assert f"/series/{series['..']['id']}/view" in dots  # our own IDs: the viewer still opens
+
+
+def test_path_segments_quote_everything_but_unreserved_characters() -> None:
+    assert ui_browse.path_segment("1.2.840.10008.1") == "1.2.840.10008.1"
+    assert ui_browse.path_segment("1/../2?x#y%") == "1%2F..%2F2%3Fx%23y%25"
+    assert [ui_browse.path_segment(v) for v in ("", ".", "..")] == [None] * 3
+    assert ui_browse.path_segment("...") == "..."  # not a dot segment
 
 
 def test_subjects_are_listed_a_page_at_a_time(sqlite_world: World, sqlite_client: TestClient,

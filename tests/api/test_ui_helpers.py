@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from imagebank.api.ui import human_size
+from imagebank.api import ui
+from imagebank.api.ui import dicom_date, human_size
 
 
 @pytest.mark.parametrize(("size", "shown"), [
@@ -50,3 +51,21 @@ def test_pages_and_their_files_carry_the_security_headers(sqlite_client: TestCli
     health = sqlite_client.get("/api/v1/health")
     assert health.headers["x-frame-options"] == "DENY"
     assert "content-security-policy" not in health.headers
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("20240131", "2024-01-31"), ("19000101", "1900-01-01"),
+    (None, ""), ("", ""),
+    ("2024.01.31", "2024.01.31"),  # old-style (ACR-NEMA) dates: as they are
+    ("202401", "202401"), ("20240131-20240201", "20240131-20240201"),  # partial, a range
+    ("2024013", "2024013"), ("202401311", "202401311"), ("2024O131", "2024O131"),
+    ("２０２４０１３１", "２０２４０１３１"),  # digits, but not ASCII ones
+    ("<script>", "<script>"),  # escaped by the template, not here
+])
+def test_dicom_dates_are_shown_as_yyyy_mm_dd(value: str | None, shown: str) -> None:
+    assert dicom_date(value) == shown
+
+
+def test_the_dicom_date_filter_is_registered_for_the_templates() -> None:
+    template = ui.TEMPLATES.env.from_string("{{ a|dicom_date }} {{ b|dicom_date or 'none' }}")
+    assert template.render(a="19991231", b=None) == "1999-12-31 none"

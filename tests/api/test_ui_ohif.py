@@ -1,7 +1,8 @@
 """OHIF at /ohif/ (decision 0032): the pinned OHIF 3 build that `make ohif` fetched, served by
-imagebank and reading its DICOMweb, in Debian's Chromium; and how /ohif/ serves files, with
-the TestClient over a small stand-in build (rebasing onto /ohif/, the app's client routes,
-paths that try to leave the folder, OHIF not installed).
+imagebank and reading its DICOMweb, in Debian's Chromium, opened from our study page; and how
+/ohif/ serves files, with the TestClient over a small stand-in build (rebasing onto /ohif/,
+the app's client routes, no study list, paths that try to leave the folder, the link from
+the study page, OHIF not installed).
 
 The browser's world is its own: a project "ct" holding the real CT of
 shared/data/dcmqi-ct-3slice (3 slices, 512x512, GE, Implicit VR Little Endian), on which
@@ -15,8 +16,9 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from apiworld import PASSWORD, write_study
@@ -25,6 +27,7 @@ from playwright.sync_api import Page, Response, expect
 from uikit import serve, sign_in
 
 from imagebank.api.app import create_app
+from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
 from imagebank.services.archive import Archive
 from imagebank.services.runtime import Runtime
 from imagebank.settings import CHECKOUT_OHIF_DIR
@@ -39,7 +42,8 @@ NOT_INSTALLED = "OHIF is not installed here: run `make ohif` (scripts/fetch_ohif
 @dataclass
 class Site:
     base: str
-    study_uid: str  # the CT's, in "ct"
+    study_id: str  # the CT's, in "ct"
+    study_uid: str
     hidden_uid: str  # the study in "hidden"
     hidden_patient: str
 
@@ -60,9 +64,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     runtime.accounts.grant("ct", "reader", "collaborator")
     hidden = archive.studies("hidden")[0]
     subject = archive.get("subject", hidden["subject_id"])
+    ct = archive.studies("ct")[0]
     try:
         with serve(runtime) as base:
-            yield Site(base, archive.studies("ct")[0]["study_instance_uid"],
+            yield Site(base, ct["id"], ct["study_instance_uid"],
                        hidden["study_instance_uid"], str(subject["patient_name"]))
     finally:
         archive.close()
@@ -121,11 +126,14 @@ CANVAS_PIXELS = """() => {
 }"""
 
 
-def test_ohif_opens_a_ct_study_and_draws_it(site: Site, page: Page) -> None:
+def test_our_study_page_opens_the_ct_study_in_ohif_which_draws_it(site: Site, page: Page
+                                                                   ) -> None:
     watch = Watch(page, site.base)
     sign_in(page, site.base, "reader")
+    page.goto(f"{site.base}/ui/projects/ct/studies/{site.study_id}")
     started = time.monotonic()
-    page.goto(f"{site.base}/ohif/viewer?StudyInstanceUIDs={site.study_uid}")
+    page.get_by_role("link", name="Open in OHIF").click()
+    expect(page).to_have_url(f"{site.base}/ohif/viewer?StudyInstanceUIDs={site.study_uid}")
     page.wait_for_function(f"() => {{ const p = ({CANVAS_PIXELS})(); "
                            "return p !== null && p.levels > 32; }", polling=200,
                            timeout=START_UP_MS)
@@ -144,23 +152,26 @@ def test_ohif_opens_a_ct_study_and_draws_it(site: Site, page: Page) -> None:
     assert any("transfer-syntax=" in accept for _, _, accept in watch.frames())
     assert any(path.endswith("/metadata") for _, path, _ in watch.dicomweb)
     assert watch.elsewhere == [], watch.elsewhere  # nothing from the internet
-
-
-def test_ohif_lists_the_users_studies_and_nothing_of_another_project(site: Site, page: Page
-                                                                     ) -> None:
-    watch = Watch(page, site.base)
-    sign_in(page, site.base, "reader")
-    started = time.monotonic()
-    with page.expect_response(lambda r: urlsplit(r.url).path == "/dicomweb/studies",
-                              timeout=START_UP_MS) as searched:
-        page.goto(f"{site.base}/ohif/")
-    listed = searched.value.json()
-    assert [study["0020000D"]["Value"] for study in listed] == [[site.study_uid]]
-    expect(page.get_by_text("JANCT000")).to_be_visible(timeout=START_UP_MS)
-    print(f"OHIF: the study list in {time.monotonic() - started:.2f} s")
+    # Every study search OHIF made named the study, or its patient (the viewer's list of
+    # the patient's studies: a DICOMweb request, not the page's address); none lists all.
+    searches = [parse_qs(urlsplit(path).query) for _, path, _ in watch.dicomweb
+                if urlsplit(path).path == "/dicomweb/studies"]
+    assert any(q.get("StudyInstanceUID") == [site.study_uid] for q in searches), searches
+    assert all(q.get("StudyInstanceUID") == [site.study_uid] or "00100020" in q
+               for q in searches), searches
     assert site.hidden_uid not in page.content()
     expect(page.locator("body")).not_to_contain_text(site.hidden_patient.split("^")[0])
-    assert watch.failed() == [], watch.failed()
+
+
+def test_ohif_has_no_study_list_its_root_is_our_projects_page(site: Site, page: Page
+                                                              ) -> None:
+    """OHIF's study list keeps its filters (PatientName, MRN) in its address: it is off."""
+    watch = Watch(page, site.base)
+    sign_in(page, site.base, "reader")
+    page.goto(f"{site.base}/ohif/")
+    expect(page).to_have_url(f"{site.base}/ui/projects")
+    expect(page.get_by_role("link", name="Real CT")).to_be_visible()
+    assert watch.dicomweb == []
 
 
 def test_ohif_without_a_session_goes_to_sign_in(site: Site, page: Page) -> None:
@@ -203,6 +214,22 @@ STAND_IN = {
 }
 
 
+#: The stand-in's study UID (it ingests: the ingest is tolerant of what it reads); a viewer's
+#: headers on the stand-in.
+ODD_UID = "1.2/../../x&y=<z>#"
+LOOKER: dict[str, str] = {}
+
+
+def _odd_uid_study(folder: Path) -> Path:
+    """A one-image study whose StudyInstanceUID is ``ODD_UID``."""
+    folder.mkdir(parents=True)
+    spec = SeriesSpec(modality="CT", slices=1, rows=8, columns=8)
+    for i, ds in enumerate(make_study(SyntheticPatient.make(79), series=[spec])):
+        ds.StudyInstanceUID = ODD_UID
+        (folder / f"{i}.dcm").write_bytes(to_bytes(ds))
+    return folder
+
+
 def _stand_in(folder: Path) -> Path:
     for name, text in STAND_IN.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -222,6 +249,14 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestCli
     runtime = Runtime.for_archive(archive)
     runtime.accounts.add_user("reader", PASSWORD)
     token, _ = runtime.accounts.create_token("reader", scopes=["read"])
+    # A project with a study whose UID is not a UID: "reader" collaborates, "looker" views.
+    archive.create_project("p", "P")
+    archive.ingest([_odd_uid_study(root / "odd")], "p", workers=1)
+    runtime.accounts.grant("p", "reader", "collaborator")
+    runtime.accounts.add_user("looker", PASSWORD)
+    runtime.accounts.grant("p", "looker", "viewer")
+    looker, _ = runtime.accounts.create_token("looker", scopes=["read"])
+    LOOKER["Authorization"] = f"Bearer {looker}"
     app = create_app(runtime, background=False)
     try:
         with TestClient(app, base_url="https://testserver", raise_server_exceptions=False,
@@ -234,7 +269,7 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestCli
 def test_the_page_and_the_bundle_are_rebased_onto_ohif(stand_in: tuple[TestClient, Path]
                                                        ) -> None:
     client, _ = stand_in
-    page = client.get("/ohif/")
+    page = client.get("/ohif/viewer?StudyInstanceUIDs=1.2.3")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert re.findall(r'(?:src|href)="(/(?!/)[^"]*)"', page.text) == [
         "/ohif/manifest.json", "/ohif/app-config.js", "/ohif/app.bundle.0123456789abcdef.js",
@@ -286,6 +321,31 @@ def test_client_routes_get_the_page_and_missing_files_are_not_found(
     assert client.get("/ohif", follow_redirects=False).headers["location"].endswith("/ohif/")
 
 
+def test_ohif_itself_is_our_projects_page(stand_in: tuple[TestClient, Path]) -> None:
+    client, _ = stand_in
+    for path in ("/ohif/", "/ohif/?PatientName=SMITH*"):
+        response = client.get(path, follow_redirects=False)
+        assert response.status_code == 303, path
+        assert response.headers["location"] == "/ui/projects", path
+    assert "Projects" in client.get("/ohif/", headers={"Accept": "text/html"}).text
+
+
+def test_the_study_page_links_to_the_study_in_ohif_for_those_who_download(
+        stand_in: tuple[TestClient, Path]) -> None:
+    client, _ = stand_in
+    study = client.get("/api/v1/projects/p/studies").json()["items"][0]
+    assert study["study_instance_uid"] == ODD_UID
+    path = f"/ui/projects/p/studies/{study['id']}"
+    body = client.get(path, headers={"Accept": "text/html"}).text
+    links = [unescape(h) for h in re.findall(r'<a class="ohif" href="([^"]*)"', body)]
+    assert links == ["/ohif/viewer?StudyInstanceUIDs=1.2%2F..%2F..%2Fx%26y%3D%3Cz%3E%23"]
+    assert parse_qs(urlsplit(links[0]).query) == {"StudyInstanceUIDs": [ODD_UID]}
+    assert client.get(links[0]).status_code == 200  # OHIF's page
+    viewer = client.get(path, headers={**LOOKER, "Accept": "text/html"}).text
+    assert "Open in OHIF" not in viewer and "/ohif/" not in viewer
+    assert "needs the collaborator role" in viewer
+
+
 def test_nothing_outside_the_folder_is_served(stand_in: tuple[TestClient, Path]) -> None:
     client, dist = stand_in
     secret = (dist.parent / "secret.txt").read_text()
@@ -304,7 +364,7 @@ def test_app_config_points_ohif_at_this_servers_dicomweb(stand_in: tuple[TestCli
     assert config.status_code == 200
     assert config.headers["content-type"] == "text/javascript; charset=utf-8"
     text = config.text
-    assert '"routerBasename": "/ohif"' in text and '"showStudyList": true' in text
+    assert '"routerBasename": "/ohif"' in text and '"showStudyList": false' in text
     assert 'window.location.origin + "/dicomweb"' in text
     for setting in ('"imageRendering": "wadors"', '"thumbnailRendering": "thumbnail"',
                     '"supportsFuzzyMatching": true', '"dicomUploadEnabled": false',
@@ -327,15 +387,28 @@ def test_ohif_not_installed_is_a_page_saying_how(tmp_path: Path) -> None:
     empty = tmp_path / "no-ohif"
     empty.mkdir()
     archive = Archive.open(tmp_path / "data", workers=1, ohif_dir=empty)
+    runtime = Runtime.for_archive(archive)
+    archive.create_project("p", "P")
+    write_study(tmp_path / "study", 3)
+    archive.ingest([tmp_path / "study"], "p", workers=1)
+    runtime.accounts.add_user("reader", PASSWORD)
+    runtime.accounts.grant("p", "reader", "collaborator")
+    token, _ = runtime.accounts.create_token("reader", scopes=["read"])
     try:
-        with TestClient(create_app(Runtime.for_archive(archive), background=False),
+        with TestClient(create_app(runtime, background=False),
                         base_url="https://testserver") as client:
-            for path in ("/ohif/", "/ohif/viewer?StudyInstanceUIDs=1.2.3", "/ohif/app.js"):
+            for path in ("/ohif/viewer?StudyInstanceUIDs=1.2.3", "/ohif/app.js"):
                 response = client.get(path, headers={"Accept": "text/html"})
                 assert response.status_code == 503, path
                 assert response.headers["content-type"].startswith("text/html")
                 assert "OHIF is not installed" in response.text
                 assert "make ohif" in response.text
+            assert client.get("/ohif/", follow_redirects=False).status_code == 303
+            # No link to it from a study page, even for those who may download.
+            study = archive.studies("p")[0]
+            page = client.get(f"/ui/projects/p/studies/{study['id']}",
+                              headers={"Authorization": f"Bearer {token}"}).text
+            assert "Download the study" in page and "/ohif/" not in page
     finally:
         archive.close()
 
@@ -351,7 +424,7 @@ def test_the_pinned_build_is_rebased_whole(tmp_path: Path) -> None:
     try:
         with TestClient(create_app(runtime, background=False), base_url="https://testserver",
                         headers={"Authorization": f"Bearer {token}"}) as client:
-            page = client.get("/ohif/")
+            page = client.get("/ohif/viewer")
             assert page.status_code == 200
             paths = re.findall(r'(?:src|href|content)="(/[^"]*)"', page.text)
             assert len(paths) > 10 and all(p.startswith("/ohif/") for p in paths), paths

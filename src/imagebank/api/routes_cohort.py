@@ -24,9 +24,8 @@ from imagebank.api.security import (
     runtime_of,
     set_audit,
 )
-from imagebank.domain.access import Permission, Role
+from imagebank.domain.access import Permission
 from imagebank.domain.cohort import CohortQueryError
-from imagebank.services.archive import IDENTIFIABLE
 
 router = APIRouter(prefix=API_PREFIX, tags=["cohorts"])
 
@@ -39,13 +38,12 @@ router = APIRouter(prefix=API_PREFIX, tags=["cohorts"])
 async def search_cohort(request: Request, project: str, body: CohortSearchIn
                         ) -> dict[str, Any] | JSONResponse:
     """Count the people, studies and series a cohort query matches in the project."""
-    from imagebank.services.cohort import search
+    from imagebank.services.cohort import gives_exact, search
 
     principal = resolve_principal(request)
     assert principal is not None
     archive = runtime_of(request).archive
-    exact = archive.zone_of(project) == IDENTIFIABLE and (
-        principal.is_admin or principal.roles.get(project) in (Role.MEMBER, Role.OWNER))
+    exact = gives_exact(archive, project, principal)
     try:
         result = await run_in_threadpool(search, archive, project, body.query, exact=exact,
                                          limit=body.limit)

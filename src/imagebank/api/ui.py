@@ -48,7 +48,18 @@ def human_size(size: int | None) -> str:
     return f"{value:,.1f} {unit}".replace(".0 ", " ")
 
 
+def dicom_date(value: str | None) -> str:
+    """A DICOM date (DA, YYYYMMDD: PS3.5 6.2) as YYYY-MM-DD; any other value as it is (an
+    old-style or partial date, a range), None as nothing."""
+    if value is None:
+        return ""
+    if len(value) == 8 and value.isascii() and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value
+
+
 TEMPLATES.env.filters["size"] = human_size
+TEMPLATES.env.filters["dicom_date"] = dicom_date
 STATIC_DIR = HERE / "static"
 #: The media types of the static files served (by their suffix; nothing but the files in
 #: api/static/ with these suffixes is served under /ui/static/).

@@ -3,27 +3,33 @@ studies and clinical facts, a study with its series and their thumbnails), study
 the cohort builder.
 
 The pages read through the same archive functions as the REST API and under the same access
-dependency (READ). Search and the cohort builder are a form and a script: their criteria go
-to the REST API in a request body (``POST /api/v1/projects/{p}/studies/search`` and
-``.../cohorts/search``), never into a URL, and the answers are put into the page with
-``textContent``. Thumbnails come from DICOMweb (WADO-RS thumbnails need DOWNLOAD: a viewer
-sees a placeholder instead).
+dependency (READ), and show no more than the API would: a subject's clinical facts only to
+those the cohort search gives exact results (``services.cohort.gives_exact``). Search and
+the cohort builder are a form and a script: their criteria go to the REST API in a request
+body (``POST /api/v1/projects/{p}/studies/search`` and ``.../cohorts/search``), never into
+a URL, and the answers are put into the page with ``textContent``. Thumbnails come from
+DICOMweb (WADO-RS thumbnails need DOWNLOAD: a viewer sees a placeholder instead, and no
+viewer link). Every UID put into a URL is percent-encoded as one path segment
+(``path_segment``) or query value.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse
 
-from imagebank.api.security import project_access, runtime_of
+from imagebank.api import ui_ohif
+from imagebank.api.security import project_access, resolve_principal, runtime_of
 from imagebank.api.ui import project_page
 from imagebank.domain.access import Permission
 from imagebank.domain.cohort import SYSTEMS, EventKind
 from imagebank.domain.errors import NotFoundError
 from imagebank.services.archive import Archive
 from imagebank.services.clinical import subject_facts
+from imagebank.services.cohort import gives_exact
 
 router = APIRouter(include_in_schema=False)
 READ = [project_access(Permission.READ)]
@@ -35,6 +41,26 @@ SUBJECT_STUDIES = 100
 SUBJECT_FACTS = 100
 #: Offered (not imposed) in the search and cohort forms' modality fields.
 MODALITIES = ("CT", "MR", "PT", "NM", "CR", "DX", "MG", "US", "XA", "RF", "OT", "SR", "SEG")
+
+
+def path_segment(value: str) -> str | None:
+    """``value`` (a UID: in practice digits and dots, but an odd file may hold anything) as
+    one percent-encoded URL path segment (``/`` too: PS3.18's paths have no room for it), or
+    None when no URL can carry it: empty, or ``.`` or ``..``, which browsers resolve whatever
+    their encoding (WHATWG URL, dot segments)."""
+    if value in ("", ".", ".."):
+        return None
+    return quote(value, safe="")
+
+
+def thumbnail_url(project: str, study_uid: str, series_uid: str) -> str | None:
+    """A series' WADO-RS thumbnail (PS3.18 10.4.1.3) in the project's DICOMweb, or None
+    when a UID cannot be put in a URL (the page shows a placeholder)."""
+    study, series = path_segment(study_uid), path_segment(series_uid)
+    if study is None or series is None:
+        return None
+    return (f"/projects/{quote(project, safe='')}/dicomweb/studies/{study}/series/{series}"
+            "/thumbnail")
 
 
 def _in_project(archive: Archive, level: str, object_id: str, project: str) -> dict[str, Any]:
@@ -67,28 +93,40 @@ def subjects_page(request: Request, project: str,
             dependencies=READ)
 def subject_page(request: Request, project: str, subject: str = Path(pattern=ID)
                  ) -> HTMLResponse:
-    """A subject: their studies, newest first, and the clinical facts the project holds."""
+    """A subject: their studies, newest first, and the clinical facts the project holds,
+    for those the cohort search gives exact results (anyone else has no API that shows a
+    subject's facts, so neither does this page: ``facts`` is None)."""
     archive = runtime_of(request).archive
     row = _in_project(archive, "subject", subject, project)
     studies = archive.studies(project, subject_id=subject, limit=SUBJECT_STUDIES + 1)
-    facts = subject_facts(archive, subject)
+    principal = resolve_principal(request)
+    facts = (subject_facts(archive, subject)
+             if principal is not None and gives_exact(archive, project, principal) else None)
     return project_page(
         request, "browse_subject.html", project, section="subjects", subject=row,
         studies=studies[:SUBJECT_STUDIES], more_studies=len(studies) > SUBJECT_STUDIES,
-        facts=facts[:SUBJECT_FACTS], facts_total=len(facts))
+        facts=None if facts is None else facts[:SUBJECT_FACTS],
+        facts_total=0 if facts is None else len(facts))
 
 
 @router.get("/ui/projects/{project}/studies/{study}", response_class=HTMLResponse,
             dependencies=READ)
 def study_page(request: Request, project: str, study: str = Path(pattern=ID)
                ) -> HTMLResponse:
-    """A study: its attributes and its series, each with a thumbnail (for those who may
-    download), a link to the viewer and a download of the series."""
+    """A study: its attributes and its series, each with a thumbnail, a link to the viewer
+    and a download of the series (for those who may download), and a link to the study in
+    OHIF when it is installed (decision 0032)."""
     archive = runtime_of(request).archive
     row = _in_project(archive, "study", study, project)
+    series = archive.series(study)
+    thumbnails = {s["id"]: thumbnail_url(project, row["study_instance_uid"],
+                                         s["series_instance_uid"]) for s in series}
+    ohif = (ui_ohif.viewer_url(row["study_instance_uid"])
+            if ui_ohif.installed(ui_ohif.ohif_dir(request)) else None)
     return project_page(
         request, "browse_study.html", project, section="studies", study=row,
-        subject=archive.get("subject", row["subject_id"]), series=archive.series(study))
+        subject=archive.get("subject", row["subject_id"]), series=series,
+        thumbnails=thumbnails, ohif_url=ohif)
 
 
 @router.get("/ui/projects/{project}/search", response_class=HTMLResponse, dependencies=READ)

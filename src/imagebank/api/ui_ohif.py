@@ -10,11 +10,14 @@ with ``PUBLIC_URL=/ohif/`` is sent unchanged), and ``window.config.routerBasenam
 (``/dicomweb``: every project the user may read) on the same origin, so the session cookie
 authorises every request it makes and the rules of decision 0007 apply to it unchanged.
 
-Client routes of the app (``/ohif/viewer?StudyInstanceUIDs=...``) are answered with its
-``index.html``; a path with a file's suffix that is not a file is 404. Every response under
-``/ohif/`` isolates the page (COOP/COEP, so that OHIF may use SharedArrayBuffer) and never
-sends a referrer. The routes are public (a static app), but the app's page itself sends a
-browser without a session to the sign-in page first.
+OHIF is opened on one study, from the "Open in OHIF" link of our study page (``viewer_url``).
+Its study list is off (``showStudyList: false``): it keeps its filters (PatientName, MRN) in
+its page's address, and no page address may hold patient data; ``/ohif/`` itself is sent to
+our projects page. Client routes of the app (``/ohif/viewer?StudyInstanceUIDs=...``) are
+answered with its ``index.html``; a path with a file's suffix that is not a file is 404.
+Every response under ``/ohif/`` isolates the page (COOP/COEP, so that OHIF may use
+SharedArrayBuffer) and never sends a referrer. The routes are public (a static app), but
+the app's page itself sends a browser without a session to the sign-in page first.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -38,6 +42,8 @@ router = APIRouter(include_in_schema=False)
 
 MOUNT = "/ohif/"
 ROUTER_BASENAME = "/ohif"
+#: Where /ohif/ itself sends the browser: OHIF's study list is off, studies are found here.
+STUDY_LIST = "/ui/projects"
 #: Where OHIF finds our DICOMweb, relative to the page's origin (decision 0013).
 DICOMWEB_ROOT = "/dicomweb"
 CONFIG = "app-config.js"
@@ -86,13 +92,15 @@ def installed(folder: Path) -> bool:
 
 def viewer_url(study_instance_uid: str) -> str:
     """The address of a study in OHIF, for a page that links to it (the UID is a DICOM UID,
-    which the QIDO/WADO URLs carry anyway; never a patient identifier)."""
-    return f"{MOUNT}viewer?StudyInstanceUIDs={study_instance_uid}"
+    which the QIDO/WADO URLs carry anyway; never a patient identifier). The UID is
+    percent-encoded whole: whatever an odd file put in it stays one query value."""
+    return f"{MOUNT}viewer?StudyInstanceUIDs={quote(study_instance_uid, safe='')}"
 
 
 def app_config() -> str:
     """OHIF's ``window.config``: one DICOMweb data source, this server's ``/dicomweb`` on
-    the page's origin; no upload (STOW-RS goes to a project's address), the study list on."""
+    the page's origin; no upload (STOW-RS goes to a project's address), no study list (its
+    filters would put patient data in the page's address: studies are found on our pages)."""
     source = {
         "friendlyName": "imagebank", "name": "imagebank",
         "qidoSupportsIncludeField": True, "supportsFuzzyMatching": True,
@@ -103,7 +111,7 @@ def app_config() -> str:
         "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
     }
     config = {
-        "routerBasename": ROUTER_BASENAME, "showStudyList": True,
+        "routerBasename": ROUTER_BASENAME, "showStudyList": False,
         "extensions": [], "modes": [], "customizationService": {},
         "maxNumberOfWebWorkers": 3, "showWarningMessageForCrossOrigin": True,
         "showCPUFallbackMessage": True, "showLoadingIndicator": True,
@@ -216,12 +224,10 @@ def _not_installed(request: Request) -> Response:
 
 
 @router.get(MOUNT, dependencies=[public])
-def ohif_home(request: Request) -> Response:
-    """OHIF's study list (the studies of every project the user may read)."""
-    folder = ohif_dir(request)
-    if not installed(folder):
-        return _not_installed(request)
-    return _document(request, folder)
+def ohif_home() -> Response:
+    """Not OHIF's study list (it is off): our projects page, where studies are found and
+    each links to OHIF."""
+    return RedirectResponse(STUDY_LIST, status_code=303)
 
 
 @router.get(MOUNT + "{path:path}", dependencies=[public])

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Select
 
+from imagebank.domain.access import Principal, Role
 from imagebank.domain.cohort import parse
 from imagebank.domain.errors import PermissionDeniedError
 from imagebank.domain.policy import Policy, Retention, shown_count
@@ -30,7 +31,7 @@ from imagebank.index.cohort import (
     run_cohort,
 )
 from imagebank.index.consent import withdrawn_subjects
-from imagebank.services.archive import RESEARCH, Archive
+from imagebank.services.archive import IDENTIFIABLE, RESEARCH, Archive
 
 #: Without a policy: the smallest count shown outside the site (DESIGN.md), no rounding.
 DEFAULT_POLICY = Policy(smallest_count=10, national_data_opt_out=True,
@@ -95,6 +96,16 @@ class CohortResult:
         """What the audit trail records of a search: the query and the counts as shown."""
         return {"query": self.query, "exact": self.exact, "people": self.people.text,
                 "studies": self.studies.text, "series": self.series.text}
+
+
+def gives_exact(archive: Archive, project: str, principal: Principal) -> bool:
+    """Whether ``principal`` is allowed exact results on ``project``: exact cohort counts and
+    IDs, and what the web UI shows only to them (a subject's clinical facts). Only a site's
+    own (identifiable) project, and only to its members and owners and to site
+    administrators; viewers, collaborators and every user of a research project get counts
+    under the policy (decision 0022)."""
+    return archive.zone_of(project) == IDENTIFIABLE and (
+        principal.is_admin or principal.roles.get(project) in (Role.MEMBER, Role.OWNER))
 
 
 def search(archive: Archive, project: str, text: str, *, exact: bool = False,

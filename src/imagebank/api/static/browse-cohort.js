@@ -3,6 +3,9 @@
 // goes to the REST API's cohort search (POST, in the body), and the counts are shown exactly
 // as the API answers them (exact, or suppressed and rounded under the policy: nothing is
 // counted or rounded here). A query that does not parse shows the API's words beside it.
+// Rows read top-down: "A, or B, and C" is (A or B) and C. Every edit starts a new query
+// (`serial`): an answer, count or list, for an earlier one is dropped, and the list is
+// cleared.
 "use strict";
 (() => {
   const form = document.getElementById("cohort");
@@ -54,14 +57,24 @@
     return `${kind}[${filters.join(", ")}]`;
   }
 
+  // The rows top-down, each joined to all those above it: the text so far is put in
+  // parentheses whenever the connective changes, so "A, or B, and C" is "(A or B) and C"
+  // (the language would read "A or B and C" as A or (B and C): "and" binds tighter).
   function build() {
-    const parts = [];
+    let text = "";
+    let joined = null;
     list.querySelectorAll(".cohort-row").forEach((row, i) => {
-      const negated = partOf(row, "not").value === "not" ? "not " : "";
-      if (i > 0) parts.push(partOf(row, "join").value);
-      parts.push(negated + eventText(row));
+      const term = (partOf(row, "not").value === "not" ? "not " : "") + eventText(row);
+      if (i === 0) {
+        text = term;
+        return;
+      }
+      const join = partOf(row, "join").value;
+      if (joined !== null && join !== joined) text = `(${text})`;
+      text = `${text} ${join} ${term}`;
+      joined = join;
     });
-    return parts.join(" ");
+    return text;
   }
 
   function arrange() {
@@ -100,7 +113,12 @@
   }
 
   // -- counting -----------------------------------------------------------------------
+  // The query changed: whatever is on its way for the old one is dropped, its list goes,
+  // and listing waits for the new query's counts.
   function schedule() {
+    serial += 1;
+    listed.replaceChildren();
+    listButton.disabled = true;
     clearTimeout(timer);
     timer = setTimeout(count, DEBOUNCE_MS);
   }
@@ -160,8 +178,7 @@
 
   async function count() {
     const text = query.value.trim();
-    const mine = ++serial;
-    listed.replaceChildren();
+    const mine = serial;  // schedule() moved it on for this text
     if (!text) {
       clearError();
       listButton.disabled = true;
@@ -223,9 +240,11 @@
   async function showList() {
     const text = query.value.trim();
     if (!text) return;
+    const mine = serial;  // the query the counts shown are for
     listed.replaceChildren(el("p", "Listing…", "muted"));
     try {
       const answer = await search(text, LISTED);
+      if (mine !== serial) return;  // the query has changed since: its list is not this one
       if (!answer.ok) {
         listed.replaceChildren(el("p", (answer.body && answer.body.detail)
           || `The list failed (HTTP ${answer.status}).`, "error"));
@@ -254,7 +273,7 @@
       }
       listed.replaceChildren(...parts);
     } catch (e) {
-      listed.replaceChildren(el("p", e.message, "error"));
+      if (mine === serial) listed.replaceChildren(el("p", e.message, "error"));
     }
   }
 
