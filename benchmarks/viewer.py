@@ -129,7 +129,9 @@ def _baseline_files(paths: list[Path]) -> float:
 
 
 # -- the browser ----------------------------------------------------------------------------
-_WAIT_FIRST = "window.imagebankViewer && window.imagebankViewer.stats.firstImageMs !== null"
+# Functions, not bare expressions: Playwright evaluates an expression with eval, which the
+# pages' Content-Security-Policy refuses.
+_WAIT_FIRST = "() => window.imagebankViewer && window.imagebankViewer.stats.firstImageMs !== null"
 _FIRST_MARK = "performance.getEntriesByName('imagebank:first-image')[0].startTime"
 
 _SCROLL_AT_RATE = """(rate) => new Promise((resolve) => {
@@ -203,7 +205,7 @@ def _browser_runs(base: str, series: str, password: str, count: int, rounds: int
             for n in range(rounds + 1):  # the first is a warm-up (server caches, JIT)
                 page = _open(context, url)
                 first = float(page.evaluate(_FIRST_MARK))
-                page.wait_for_function(f"window.imagebankViewer.stats.loaded === {count}",
+                page.wait_for_function(f"() => window.imagebankViewer.stats.loaded === {count}",
                                        timeout=300_000)
                 stats = page.evaluate("window.imagebankViewer.stats")
                 if stats["failed"] or stats["rendered"]:
@@ -217,18 +219,18 @@ def _browser_runs(base: str, series: str, password: str, count: int, rounds: int
                     page.close()
             # fastest scroll, the series in memory (the last round's page)
             page.evaluate("window.imagebankViewer.go(0)")
-            page.wait_for_function("window.imagebankViewer.stats.lastDrawn === 0")
+            page.wait_for_function("() => window.imagebankViewer.stats.lastDrawn === 0")
             out["fastest"] = page.evaluate(_SCROLL_FASTEST)
             # keyboard presses, as fast as they are sent
             page.evaluate("window.imagebankViewer.go(0)")
-            page.wait_for_function("window.imagebankViewer.stats.lastDrawn === 0")
+            page.wait_for_function("() => window.imagebankViewer.stats.lastDrawn === 0")
             page.locator("#viewer-canvas").focus()
             drawn = page.evaluate("window.imagebankViewer.stats.drawn")
             started = time.perf_counter()
             for _ in range(count - 1):
                 page.keyboard.press("ArrowDown")
             pressed = time.perf_counter() - started
-            page.wait_for_function(f"window.imagebankViewer.stats.lastDrawn === {count - 1}")
+            page.wait_for_function(f"() => window.imagebankViewer.stats.lastDrawn === {count - 1}")
             out["keyboard"] = {"elapsed": (time.perf_counter() - started) * 1000,
                                "pressed": pressed * 1000,
                                "drawn": page.evaluate("window.imagebankViewer.stats.drawn")

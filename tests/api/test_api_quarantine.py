@@ -1,18 +1,30 @@
-"""The quarantine's retry and discard through the REST API (decision 0030), the upload's
-study IDs, and the pages of uploads, quarantine and jobs as HTML: escaping, who sees what."""
+"""The quarantine's retry and discard through the REST API (decision 0030), a retry racing a
+discard, the upload's study IDs and source names, and the pages of uploads, quarantine and
+jobs as HTML: escaping, who sees what."""
 
 from __future__ import annotations
 
+import io
+import threading
 import uuid
+import zipfile
 from typing import Any
+from urllib.parse import quote
 
+import pytest
 from apiworld import World, problem
 from fastapi.testclient import TestClient
+from pydicom import dcmread
 from sqlalchemy import text
 
+from imagebank.api.routes_data import upload_source
 from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
+from imagebank.domain.errors import NotFoundError
 from imagebank.domain.ids import quarantine_object_key
+from imagebank.index import quarantine as sql
 from imagebank.index import repo
+from imagebank.services import quarantine as items
+from imagebank.services.archive import Archive
 
 API = "/api/v1"
 ALPHA = f"{API}/projects/alpha"
@@ -114,6 +126,84 @@ def test_retry_problems(sqlite_world: World, sqlite_client: TestClient) -> None:
                       ).json()[0]["id"] == beta_item
 
 
+# -- a retry racing a discard (SQLite and PostgreSQL) --------------------------------------------
+def _archived(archive: Archive, data: bytes) -> bool:
+    return bool(archive.find(str(dcmread(io.BytesIO(data)).SOPInstanceUID)))
+
+
+def _instance_objects(archive: Archive) -> set[str]:
+    return {key for key in archive.store.keys() if "quarantine" not in key}
+
+
+def test_a_discard_committed_during_a_retry_wins(world: World,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = world.runtime.archive
+    data = _dicom(50)
+    item = _held(world, "alpha", data)
+    before = _instance_objects(archive)
+    group = archive._group
+    real = group.commit
+
+    def discard_first(project: str, parsed: Any) -> Any:
+        items.discard(archive, item, "alpha")  # commits while the retry is under way
+        return real(project, parsed)
+
+    monkeypatch.setattr(group, "commit", discard_first)
+    with pytest.raises(NotFoundError, match="discarded while it was being retried"):
+        items.retry(archive, item, "alpha")
+    assert not _archived(archive, data)
+    assert _instance_objects(archive) == before  # the bytes published for it went again
+    with pytest.raises(NotFoundError):
+        items.get_item(archive, item)
+
+
+def test_a_retry_waits_for_a_discard_in_progress_and_archives_nothing(world: World) -> None:
+    archive = world.runtime.archive
+    data = _dicom(51)
+    item = _held(world, "alpha", data)
+    outcome: dict[str, Any] = {}
+
+    def retry() -> None:
+        try:
+            outcome["result"] = items.retry(archive, item, "alpha")
+        except Exception as error:
+            outcome["error"] = error
+
+    # A discard's transaction, not committed yet: the row is deleted and locked.
+    session = archive.sessions()
+    try:
+        assert sql.delete_quarantine_item(session, item)
+        thread = threading.Thread(target=retry)
+        thread.start()
+        thread.join(1.5)
+        assert thread.is_alive() and not outcome  # the retry's commit waits for it
+        session.commit()
+    finally:
+        session.close()
+    thread.join(30)
+    assert isinstance(outcome.get("error"), NotFoundError), outcome
+    assert not _archived(archive, data)
+
+
+def test_a_discard_after_a_retry_archived_the_item_finds_it_gone(world: World) -> None:
+    archive = world.runtime.archive
+    data = _dicom(52)
+    item = _held(world, "alpha", data)
+    assert items.retry(archive, item, "alpha").archived
+    with pytest.raises(NotFoundError):
+        items.discard(archive, item, "alpha")
+    assert _archived(archive, data)
+
+
+def test_a_retry_refused_again_keeps_the_item_once(world: World) -> None:
+    archive = world.runtime.archive
+    item = _held(world, "alpha", b"still not DICOM")
+    again = items.retry(archive, item, "alpha")
+    assert (again.archived, again.reason) == (False, "not_dicom")
+    assert [i["id"] for i in items.list_items(archive, "alpha", limit=1000)].count(item) == 1
+
+
+# -- uploads ------------------------------------------------------------------------------------
 def test_an_upload_answers_the_study_that_holds_it(sqlite_world: World,
                                                    sqlite_client: TestClient) -> None:
     world, client = sqlite_world, sqlite_client
@@ -128,6 +218,47 @@ def test_an_upload_answers_the_study_that_holds_it(sqlite_world: World,
         1, [], first["study_ids"])
     bad = client.post(f"{ALPHA}/instances", content=b"nope", headers=member)
     assert problem(bad)["summary"]["study_ids"] == []
+
+
+def test_an_upload_records_the_file_name_sent_in_its_header(sqlite_world: World,
+                                                           sqlite_client: TestClient) -> None:
+    world, client = sqlite_world, sqlite_client
+    member = {**world.headers("member"), **DICOM}
+    name = "scans/Ünï cödé #1?.txt"
+    named = client.post(f"{ALPHA}/instances", content=b"not DICOM",
+                        headers={**member, "X-Imagebank-Filename": quote(name, safe="")})
+    unnamed = client.post(f"{ALPHA}/instances", content=b"not DICOM either", headers=member)
+    assert named.status_code == unnamed.status_code == 400
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive_file:
+        archive_file.writestr("inside/notes.txt", "no DICOM here")
+    zipped = client.post(f"{ALPHA}/instances", content=buffer.getvalue(), headers={
+        **world.headers("member"), "Content-Type": "application/zip",
+        "X-Imagebank-Filename": quote("folder/batch.zip", safe="")})
+    assert zipped.status_code == 200 and zipped.json()["quarantined"] == 1
+    sources = [i["source"] for i in items.list_items(world.runtime.archive, "alpha")]
+    assert sorted(sources) == sorted([f"upload: {name}", "upload",
+                                      "upload: folder/batch.zip!inside/notes.txt"])
+    # What the upload answers and audits does not carry the name.
+    assert name not in named.text and "batch.zip" not in zipped.text
+    events = world.runtime.audit.events(since=0, limit=10_000)
+    assert not [e for e in events if "scans/" in (e["detail"] or "")]
+    # Too long a header is refused.
+    long = client.post(f"{ALPHA}/instances", content=b"x", headers={
+        **member, "X-Imagebank-Filename": "a" * 4097})
+    assert long.status_code == 422
+
+
+def test_the_uploads_source_name_is_cleaned() -> None:
+    assert upload_source(None) == upload_source("") == upload_source("%00%0A ") == "upload"
+    assert upload_source(quote("a/b c.dcm", safe="")) == "upload: a/b c.dcm"
+    # control characters (C0, C1), bidirectional overrides and line separators are dropped
+    assert upload_source("evil%0D%0Aname%E2%80%AEfdp.exe%C2%85%E2%80%A8") == (
+        "upload: evilnamefdp.exe")
+    assert upload_source("bad%ZZ%FF") == "upload: bad%ZZ\ufffd"  # not UTF-8: replaced
+    long = upload_source(quote("x" * 300 + "/IM0001.dcm", safe=""))
+    assert long.startswith("upload: …x") and long.endswith("/IM0001.dcm")
+    assert len(long) == len("upload: ") + 255
 
 
 # -- the pages ----------------------------------------------------------------------------------
@@ -147,6 +278,25 @@ def test_the_quarantine_page_escapes_what_it_shows(sqlite_world: World,
     assert "Bytes not kept" in row and 'data-action="retry"' not in row
     assert 'data-reason="too_large"' in html and 'data-reason="not_dicom"' in html
     assert page.headers["cache-control"] == "no-store"
+
+
+def test_a_research_projects_quarantine_offers_no_retry_and_says_why(
+        sqlite_world: World, sqlite_client: TestClient) -> None:
+    world, client = sqlite_world, sqlite_client
+    lab_item = _held(world, "lab", b"released, then refused")
+    alpha_item = _held(world, "alpha", b"uploaded, then refused")
+    owner = {**world.headers("owner"), "Accept": "text/html"}
+    lab = client.get("/ui/projects/lab/quarantine", headers=owner).text
+    assert f'data-item="{lab_item}"' in lab and 'data-action="discard"' in lab
+    assert 'data-action="retry"' not in lab and "Bytes not kept" not in lab
+    assert 'id="no-retry"' in lab and "run the share again" in lab
+    # ... where the API would refuse it: a research project takes no upload
+    refused = client.post(f"{API}/projects/lab/quarantine/{lab_item}/retry",
+                          headers=world.headers("owner"))
+    assert refused.status_code == 403
+    alpha = client.get("/ui/projects/alpha/quarantine", headers=owner).text
+    assert 'data-action="retry"' in alpha and 'id="no-retry"' not in alpha
+    assert f'data-item="{alpha_item}"' in alpha
 
 
 def test_who_sees_the_pages(sqlite_world: World, sqlite_client: TestClient) -> None:

@@ -15,7 +15,7 @@ import pytest
 from apiworld import DOCS_POLICIES, PASSWORD, World, build_world, problem
 from axe_playwright_python.sync_playwright import Axe
 from fastapi.testclient import TestClient
-from playwright.sync_api import Dialog, Page, expect
+from playwright.sync_api import Dialog, Page, Route, expect
 from sqlalchemy import text
 from uikit import serve, sign_in
 
@@ -144,6 +144,44 @@ def test_the_older_button_pages_through_the_trail(served: tuple[World, str],
     objects = page.locator("#audit-events tbody tr td:nth-child(7)").all_inner_texts()
     assert objects == [str(n) for n in range(54, -1, -1)]
     expect(page.get_by_role("button", name="Older events")).to_be_hidden()
+
+
+def test_older_events_of_a_previous_filter_never_join_a_new_ones(served: tuple[World, str],
+                                                                 page: Page) -> None:
+    world, base = served
+    for n in range(55):
+        world.runtime.audit.admin_event("racer", "token_create", object_id=f"r{n}")
+    for n in range(3):
+        world.runtime.audit.admin_event("latecomer", "token_create", object_id=f"l{n}")
+    seen: list[str] = []
+    page.on("pageerror", lambda error: seen.append(str(error)))
+    sign_in(page, base, "admin")
+    page.goto(f"{base}/ui/audit")
+    status = page.get_by_role("status").first
+    page.get_by_label("User").fill("racer")
+    page.get_by_role("button", name="Filter").click()
+    expect(status).to_have_text("50 events shown, newest first.")
+    # "Older events" is slow to answer; meanwhile another filter is asked for, and answered.
+    held: list[Route] = []
+    page.route("**/api/v1/audit?*", lambda route: held.append(route)
+               if "before=" in route.request.url else route.continue_())
+    page.get_by_role("button", name="Older events").click()
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert len(held) == 1
+    page.get_by_label("User").fill("latecomer")
+    page.get_by_role("button", name="Filter").click()
+    expect(status).to_have_text("3 events shown, newest first. That is all of them.")
+    with page.expect_response(lambda response: "before=" in response.url):
+        held[0].continue_()
+    page.wait_for_timeout(300)  # the late answer has been read by now
+    objects = _column(page, "#audit-events tbody tr td:nth-child(7)")
+    assert objects == ["l2", "l1", "l0"]
+    expect(status).to_have_text("3 events shown, newest first. That is all of them.")
+    expect(page.get_by_role("button", name="Older events")).to_be_hidden()
+    assert seen == []
 
 
 # -- the policy ---------------------------------------------------------------------------------

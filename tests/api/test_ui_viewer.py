@@ -3,23 +3,26 @@ with the TestClient.
 
 The module's own world adds to alpha a CT series whose InstanceNumbers and file names are
 both shuffled against the slices' positions, an RLE Lossless series (compressed: the archive
-decodes its frames) and a YBR_FULL colour series (drawn from rendered images)."""
+decodes its frames), a YBR_FULL colour series (drawn from rendered images), an MR series with
+windows of its own, and a series whose UIDs hold characters a URL must escape."""
 
 from __future__ import annotations
 
 import json
 import random
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pytest
 from apiworld import World, build_world, make_client
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Page, expect
+from playwright.sync_api import ConsoleMessage, Page, Route, expect
 from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless
 from uikit import serve, sign_in
@@ -30,6 +33,11 @@ from imagebank.services.runtime import Runtime
 
 SLICES = 12
 HOSTILE = "<script>alert(1)</script>"
+#: The MR series' windows (center, width): two each, the first is the image's own.
+MR_WINDOWS = ([300, 50], [800, 100])
+#: UIDs that ingest lets through and a URL must escape ('?', '#', '%', a space).
+ODD_SERIES_UID = "1.2.826.0.1.3680043.9.7?a#b%20c"
+ODD_SOP_UID = "1.2.826.0.1.3680043.9.7.1?x#y% z"
 
 
 @dataclass
@@ -39,6 +47,9 @@ class Viewing:
     shuffled: str  # series IDs
     rle: str
     colour: str
+    mr: str
+    odd: str
+    mr_range: tuple[int, int]  # the lowest and highest value of every MR image
     #: the shuffled series' SOP Instance UIDs, in order of position along the normal (+z)
     by_position: list[str]
 
@@ -106,17 +117,42 @@ def _colour(folder: Path) -> list[Dataset]:
     return datasets
 
 
+def _mr(folder: Path) -> list[Dataset]:
+    """MR: no Hounsfield scale, two windows in each header (the first is the one to use)."""
+    spec = SeriesSpec(modality="MR", slices=3, rows=32, columns=32, description="T2 AXIAL")
+    datasets = list(make_study(SyntheticPatient.make(44), series=[spec]))
+    for ds in datasets:
+        ds.WindowCenter, ds.WindowWidth = MR_WINDOWS
+    _write(folder, datasets, list(range(3)))
+    return datasets
+
+
+def _odd(folder: Path) -> list[Dataset]:
+    spec = SeriesSpec(slices=2, rows=16, columns=16, description="ODD UIDS")
+    datasets = list(make_study(SyntheticPatient.make(45), series=[spec]))
+    for ds in datasets:
+        ds.SeriesInstanceUID = ODD_SERIES_UID
+    datasets[0].SOPInstanceUID = datasets[0].file_meta.MediaStorageSOPInstanceUID = ODD_SOP_UID
+    _write(folder, datasets, list(range(2)))
+    return datasets
+
+
 def build_viewing(runtime: Runtime, folder: Path, base: str = "") -> Viewing:
     world = build_world(runtime, folder)
     archive = runtime.archive
     shuffled, by_position = _shuffled(folder / "shuffled")
     rle = _rle(folder / "rle")
     colour = _colour(folder / "colour")
-    for name in ("shuffled", "rle", "colour"):
+    mr = _mr(folder / "mr")
+    odd = _odd(folder / "odd")
+    for name in ("shuffled", "rle", "colour", "mr", "odd"):
         summary = archive.ingest([folder / name], "alpha", workers=1)
         assert summary.stored > 0, summary
+    ranges = {(int(ds.pixel_array.min()), int(ds.pixel_array.max())) for ds in mr}
+    assert len(ranges) == 1, ranges
     return Viewing(world, base, _series_id(archive, shuffled), _series_id(archive, rle),
-                   _series_id(archive, colour), by_position)
+                   _series_id(archive, colour), _series_id(archive, mr),
+                   _series_id(archive, odd), ranges.pop(), by_position)
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +169,37 @@ def viewing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewing]:
 
 
 # -- in the browser -----------------------------------------------------------------------
+def _until(page: Page, expression: str, timeout: float = 10.0) -> Any:
+    """Wait until ``expression`` is truthy in the page, and return its value. (Playwright's
+    wait_for_function evaluates a string with eval, which the pages' CSP refuses;
+    page.evaluate goes through the debugging protocol.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"still false after {timeout} s: {expression}"
+        page.wait_for_timeout(25)
+
+
 def _open(page: Page, viewing: Viewing, series: str, user: str = "collaborator") -> None:
     sign_in(page, viewing.base, user)
     page.goto(viewing.url(series))
-    page.wait_for_function("window.imagebankViewer && "
-                           "window.imagebankViewer.stats.firstImageMs !== null")
+    _until(page, "window.imagebankViewer && window.imagebankViewer.stats.firstImageMs !== null")
+
+
+def _errors(page: Page) -> list[str]:
+    """Uncaught errors and console errors of the page, collected as they come."""
+    seen: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        # The browser logs each HTTP error answer it gets; the tests make those on purpose.
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            seen.append(message.text)
+
+    page.on("pageerror", lambda error: seen.append(str(error)))
+    page.on("console", console)
+    return seen
 
 
 def _canvas(page: Page) -> dict[str, Any]:
@@ -221,7 +283,7 @@ def test_a_preset_changes_the_drawn_pixels_and_the_window_readout(viewing: Viewi
     expect(page.get_by_role("button", name="Lung")).to_have_attribute("aria-pressed", "true")
     expect(page.get_by_label("Window center")).to_have_value("-600")
     expect(page.get_by_label("Window width")).to_have_value("1500")
-    page.wait_for_function("window.imagebankViewer.stats.draws > 1")
+    _until(page, "window.imagebankViewer.stats.draws > 1")
     lung = _canvas(page)["hash"]
     assert lung != before
     page.get_by_role("button", name="Bone").click()
@@ -254,7 +316,7 @@ def test_zoom_pan_and_the_shortcuts_dialog_by_keyboard(viewing: Viewing, page: P
     page.keyboard.press("+")
     expect(page.locator("#ov-zoom")).to_have_text("Zoom 125%")
     page.keyboard.press("Shift+ArrowLeft")
-    page.wait_for_function("window.imagebankViewer.stats.draws >= 3")
+    _until(page, "window.imagebankViewer.stats.draws >= 3")
     assert _canvas(page)["hash"] != before
     page.keyboard.press("-")
     page.keyboard.press("-")
@@ -275,7 +337,7 @@ def test_zoom_pan_and_the_shortcuts_dialog_by_keyboard(viewing: Viewing, page: P
 
 def test_the_whole_series_is_prefetched_with_progress(viewing: Viewing, page: Page) -> None:
     _open(page, viewing, viewing.shuffled)
-    page.wait_for_function(f"window.imagebankViewer.stats.loaded === {SLICES}")
+    _until(page, f"window.imagebankViewer.stats.loaded === {SLICES}")
     expect(page.locator("#prefetch-text")).to_have_text(f"All {SLICES} loaded")
     assert page.locator("#prefetch").evaluate("p => p.value") == SLICES
     stats = page.evaluate("window.imagebankViewer.stats")
@@ -286,7 +348,7 @@ def test_the_whole_series_is_prefetched_with_progress(viewing: Viewing, page: Pa
     for _ in range(SLICES - 1):
         page.keyboard.press("ArrowDown")
     expect(page.get_by_role("status")).to_have_text(f"Slice {SLICES} of {SLICES}")
-    page.wait_for_function(f"window.imagebankViewer.stats.lastDrawn === {SLICES - 1}")
+    _until(page, f"window.imagebankViewer.stats.lastDrawn === {SLICES - 1}")
 
 
 def test_the_header_is_filtered(viewing: Viewing, page: Page) -> None:
@@ -306,7 +368,7 @@ def test_the_header_is_filtered(viewing: Viewing, page: Page) -> None:
 def test_a_compressed_series_is_drawn_from_raw_frames(viewing: Viewing, page: Page) -> None:
     _open(page, viewing, viewing.rle)
     assert _canvas(page)["distinct"] > 1
-    page.wait_for_function("window.imagebankViewer.stats.loaded === 3")
+    _until(page, "window.imagebankViewer.stats.loaded === 3")
     stats = page.evaluate("window.imagebankViewer.stats")
     assert stats["rendered"] == 0 and stats["failed"] == 0
     assert stats["bytes"] == 3 * 48 * 48 * 2  # decoded by the archive
@@ -321,6 +383,149 @@ def test_a_format_the_browser_does_not_window_is_rendered(viewing: Viewing, page
     expect(page.locator("#ov-wl")).to_have_text("Window: the image's own")
 
 
+def _problem(status: int, words: str) -> dict[str, Any]:
+    body = {"type": "about:blank", "status": status, "title": "Error", "detail": words}
+    return {"status": status, "content_type": "application/problem+json",
+            "body": json.dumps(body)}
+
+
+def _frames_of(*uids: str) -> Callable[[str], bool]:
+    """A route matcher for the frames of these instances (raw or rendered)."""
+    def matches(url: str) -> bool:
+        plain = unquote(url)
+        return any(f"/instances/{uid}/frames/" in plain for uid in uids)
+    return matches
+
+
+def test_a_frame_answered_503_once_is_fetched_again_and_drawn(viewing: Viewing, page: Page
+                                                              ) -> None:
+    errors = _errors(page)
+    refused: list[str] = []
+
+    def busy_once(route: Route) -> None:
+        if refused:
+            route.continue_()
+            return
+        refused.append(unquote(route.request.url))
+        route.fulfill(**_problem(503, "The audit trail is busy; try again shortly."))
+
+    sign_in(page, viewing.base, "collaborator")
+    page.route(_frames_of(*viewing.by_position), busy_once)
+    page.goto(viewing.url(viewing.shuffled))
+    _until(page, "window.imagebankViewer && window.imagebankViewer.stats.firstImageMs !== null")
+    assert len(refused) == 1 and f"/instances/{viewing.by_position[0]}/frames/1" in refused[0]
+    stats = page.evaluate("window.imagebankViewer.stats")
+    assert (stats["retries"], stats["failed"], stats["lastDrawn"]) == (1, 0, 0)
+    assert _canvas(page)["distinct"] > 1
+    expect(page.locator("#viewer-error")).to_be_empty()
+    expect(_header_uid(page)).to_have_text(viewing.by_position[0])
+    _until(page, f"window.imagebankViewer.stats.loaded === {SLICES}")
+    assert errors == []
+
+
+def test_a_frame_that_keeps_failing_is_given_up_then_fetched_again_on_return(
+        viewing: Viewing, page: Page) -> None:
+    errors = _errors(page)
+    busy, gone = viewing.by_position[1], viewing.by_position[2]
+    calls = {busy: 0, gone: 0}
+    failing = [True]
+
+    def flaky(route: Route) -> None:
+        uid = busy if f"/instances/{busy}/" in unquote(route.request.url) else gone
+        calls[uid] += 1
+        if not failing[0]:
+            route.continue_()
+        elif uid == busy:  # a 5xx: tried again, a few times
+            route.fulfill(**_problem(503, "The server is busy."))
+        else:  # a 4xx: final
+            route.fulfill(**_problem(404, "No such frame."))
+
+    sign_in(page, viewing.base, "collaborator")
+    page.route(_frames_of(busy, gone), flaky)
+    page.goto(viewing.url(viewing.shuffled))
+    _until(page, "window.imagebankViewer && window.imagebankViewer.stats.failed === 2")
+    assert calls == {busy: 4, gone: 1}
+    assert page.evaluate("window.imagebankViewer.stats.retries") == 3
+    expect(page.locator("#prefetch-text")).to_have_text(f"All {SLICES} loaded (2 could not be)")
+    # Coming to a slice given up on fetches it again (failing still: given up again, said).
+    page.locator("#viewer-canvas").focus()
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#viewer-error")).to_have_text(
+        "This image could not be shown: The server is busy. Move to another slice and back "
+        "to try again.", timeout=10_000)
+    assert calls[busy] == 8
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#viewer-error")).to_have_text(
+        "This image could not be shown: No such frame. Move to another slice and back to try "
+        "again.")
+    assert calls[gone] == 2
+    # The cause gone, going back and forth draws both.
+    failing[0] = False
+    page.keyboard.press("ArrowUp")
+    _until(page, "window.imagebankViewer.stats.lastDrawn === 1")
+    expect(page.locator("#viewer-error")).to_be_empty()
+    page.keyboard.press("ArrowDown")
+    _until(page, "window.imagebankViewer.stats.lastDrawn === 2")
+    expect(page.locator("#prefetch-text")).to_have_text(f"All {SLICES} loaded")
+    assert errors == []
+
+
+def test_an_mr_series_offers_its_own_window_not_hounsfield_presets(viewing: Viewing,
+                                                                   page: Page) -> None:
+    errors = _errors(page)
+    _open(page, viewing, viewing.mr)
+    readout = page.locator("#ov-wl")
+    (center, *_), (width, *_) = MR_WINDOWS
+    expect(readout).to_have_text(f"W {width} L {center}")  # the header's first window
+    presets = page.get_by_role("group", name="Window presets").get_by_role("button")
+    expect(presets).to_have_text([re.compile(r"^Image's own"), re.compile(r"^Full range")])
+    expect(page.get_by_role("button", name="Lung")).to_have_count(0)
+    own = page.get_by_role("button", name="Image's own")
+    expect(own).to_have_attribute("aria-pressed", "true")
+    # Full range: the lowest to the highest value of the image shown.
+    page.locator("#viewer-canvas").focus()
+    page.keyboard.press("2")
+    low, high = viewing.mr_range
+    expect(readout).to_have_text(f"W {high - low:g} L {(low + high) / 2:g}")
+    expect(page.get_by_role("button", name="Full range")).to_have_attribute("aria-pressed",
+                                                                           "true")
+    expect(own).to_have_attribute("aria-pressed", "false")
+    page.keyboard.press("3")  # no third preset here: nothing changes
+    page.keyboard.press("1")
+    expect(readout).to_have_text(f"W {width} L {center}")
+    # a free window still
+    page.get_by_label("Window width").fill("120")
+    page.get_by_label("Window center").fill("60")
+    expect(readout).to_have_text("W 120 L 60")
+    expect(own).to_have_attribute("aria-pressed", "false")
+    page.locator("#viewer-canvas").focus()
+    page.keyboard.press("?")
+    expect(page.get_by_role("dialog")).to_contain_text("Window presets: image's own, full range")
+    assert errors == []
+
+
+def test_uids_that_need_escaping_go_into_urls_escaped(viewing: Viewing, page: Page) -> None:
+    """UIDs that are not digits and dots (ingest keeps what it can read) are escaped in each
+    address: DICOMweb refuses them (422, final), rather than a '?' or '#' in them cutting the
+    address short into another resource's."""
+    errors = _errors(page)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url)
+            if "/dicomweb/" in request.url else None)
+    sign_in(page, viewing.base, "collaborator")
+    page.goto(viewing.url(viewing.odd))
+    expect(page.locator("#viewer-error")).to_contain_text(
+        "This image could not be shown: Invalid path.series_uid")
+    _until(page, "window.imagebankViewer.stats.failed === 2")
+    assert page.evaluate("window.imagebankViewer.stats.retries") == 0  # a 4xx is final
+    frames = [url for url in asked if "/frames/" in url]
+    assert len(frames) == 2 and all(
+        f"/series/{quote(ODD_SERIES_UID, safe='')}/instances/" in url for url in frames)
+    assert any(f"/instances/{quote(ODD_SOP_UID, safe='')}/" in url for url in frames)
+    assert not any("?" in url or "#" in url for url in asked)
+    assert errors == []
+
+
 def test_the_viewer_has_no_wcag_aa_violation(viewing: Viewing, page: Page) -> None:
     _open(page, viewing, viewing.shuffled)
     expect(_header_uid(page)).to_have_text(viewing.by_position[0])
@@ -328,6 +533,12 @@ def test_the_viewer_has_no_wcag_aa_violation(viewing: Viewing, page: Page) -> No
                                                      "wcag21aa"]},
                "resultTypes": ["violations"]}
     results: Any = Axe().run(page, options=options)
+    assert [(v["id"], [n["target"] for n in v["nodes"][:3]])
+            for v in results.response["violations"]] == []
+    # an MR series, with its own presets
+    page.goto(viewing.url(viewing.mr))
+    expect(page.get_by_role("button", name="Full range")).to_be_enabled()
+    results = Axe().run(page, options=options)
     assert [(v["id"], [n["target"] for n in v["nodes"][:3]])
             for v in results.response["violations"]] == []
 
@@ -433,3 +644,35 @@ def test_a_hostile_series_description_is_escaped(viewing_client: tuple[Viewing, 
     assert response.status_code == 200
     assert HOSTILE not in response.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
+
+
+def test_hounsfield_presets_are_offered_for_ct_only(viewing_client: tuple[Viewing, Any]
+                                                    ) -> None:
+    viewing, client = viewing_client
+    world = viewing.world
+
+    def presets(series: str) -> list[tuple[str, str | None]]:
+        body = _page(client, world, "owner", f"/ui/projects/alpha/series/{series}/view").text
+        return re.findall(r'data-preset="(\w+)"(?:\s+data-center="(-?\d+)")?', body)
+
+    assert presets(viewing.shuffled) == [("lung", "-600"), ("soft", "40"), ("bone", "400"),
+                                         ("brain", "40")]
+    assert presets(viewing.mr) == [("own", ""), ("range", "")]
+    mr = _page(client, world, "owner", f"/ui/projects/alpha/series/{viewing.mr}/view").text
+    assert "Lung" not in mr and "Window presets: image&#39;s own, full range" in mr
+    first = _embedded(mr)["instances"][0]
+    assert (first["center"], first["width"]) == (MR_WINDOWS[0][0], MR_WINDOWS[1][0])
+
+
+def test_the_dicomweb_address_escapes_each_uid(viewing_client: tuple[Viewing, Any]) -> None:
+    viewing, client = viewing_client
+    path = f"/ui/projects/alpha/series/{viewing.odd}/view"
+    data = _embedded(_page(client, viewing.world, "owner", path).text)
+    study = viewing.world.runtime.archive.get(
+        "study", viewing.world.runtime.archive.get("series", viewing.odd)["study_id"])
+    assert data["base"] == (f"/projects/alpha/dicomweb/studies/{study['study_instance_uid']}"
+                            "/series/1.2.826.0.1.3680043.9.7%3Fa%23b%2520c")
+    # DICOMweb takes UIDs of digits and dots only: this one is refused, not mistaken for
+    # the series '1.2.826.0.1.3680043.9.7' with a query string.
+    metadata = client.get(f"{data['base']}/metadata", headers=viewing.world.headers("owner"))
+    assert metadata.status_code == 422 and "series_uid" in metadata.json()["detail"]

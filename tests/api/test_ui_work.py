@@ -2,10 +2,14 @@
 0030). A module's own world and server, with the job runner running, since these tests
 change data: upload a file by the file input and see it stored and on the project's page,
 a folder by the folder picker, a drop; a non-DICOM file quarantined with its reason, then
-retried and discarded on the quarantine page; a job's progress bar reaching done."""
+retried and discarded on the quarantine page; a job's progress bar reaching done. Stopping
+an upload, a folder the browser cannot read, and the jobs API failing are tried too, and
+every test fails on an uncaught error or a console error in the page."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import threading
 import time
 import uuid
@@ -17,7 +21,8 @@ import httpx
 import pytest
 from apiworld import World, build_world
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Page, expect
+from playwright.sync_api import ConsoleMessage, Page, Route, expect
+from pydicom import dcmread
 from uikit import serve, sign_in
 
 from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
@@ -59,9 +64,32 @@ def _newest_item(world: World, project: str = "alpha") -> dict[str, Any]:
     return items.list_items(world.runtime.archive, project, limit=1000)[-1]
 
 
+@pytest.fixture
+def errors(page: Page) -> Iterator[list[str]]:
+    """The page's uncaught errors (unhandled rejections too) and console errors: none, when
+    the test ends."""
+    seen: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        # The browser logs each HTTP error answer it gets; the tests make those on purpose.
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            seen.append(message.text)
+
+    page.on("pageerror", lambda error: seen.append(str(error)))
+    page.on("console", console)
+    yield seen
+    assert seen == []
+
+
+def _problem(status: int, words: str) -> dict[str, Any]:
+    return {"status": status, "content_type": "application/problem+json",
+            "body": json.dumps({"type": "about:blank", "status": status, "title": "Error",
+                                "detail": words})}
+
+
 # -- uploads ------------------------------------------------------------------------------------
 def test_a_file_uploaded_by_the_file_input_is_stored_and_shows_on_the_projects_page(
-        site: tuple[World, str], page: Page, tmp_path: Path) -> None:
+        site: tuple[World, str], page: Page, tmp_path: Path, errors: list[str]) -> None:
     world, base = site
     (data,) = _series(200)
     chosen = tmp_path / "scan.dcm"
@@ -99,7 +127,7 @@ def test_a_file_uploaded_by_the_file_input_is_stored_and_shows_on_the_projects_p
 
 
 def test_a_folder_by_the_folder_picker_keeps_the_page_small(
-        site: tuple[World, str], page: Page, tmp_path: Path) -> None:
+        site: tuple[World, str], page: Page, tmp_path: Path, errors: list[str]) -> None:
     world, base = site
     folder = tmp_path / "export"
     blobs = _series(201, slices=60) + _series(202, slices=60)
@@ -127,11 +155,14 @@ def test_a_folder_by_the_folder_picker_keeps_the_page_small(
     expect(problem).to_contain_text("DICM")
     expect(page.locator("#upload-studies a[data-study]")).to_have_count(2)
     assert world.runtime.archive.stats()["instances"] == instances + 120
+    # Its quarantine item is named by the file's path in the folder (sent in a header).
+    assert _newest_item(world)["source"] == "upload: export/DICOMDIR-notes.txt"
     print(f"\n121 files uploaded through the page in {seconds:.1f} s "
           f"({121 / seconds:.0f} files/s)")
 
 
-def test_files_dropped_on_the_drop_zone_are_sent(site: tuple[World, str], page: Page) -> None:
+def test_files_dropped_on_the_drop_zone_are_sent(site: tuple[World, str], page: Page,
+                                                 errors: list[str]) -> None:
     _world, base = site
     sign_in(page, base, "member")
     page.goto(f"{base}/ui/projects/alpha/upload")
@@ -151,8 +182,100 @@ def test_files_dropped_on_the_drop_zone_are_sent(site: tuple[World, str], page: 
     expect(row).to_contain_text("Quarantined: not dicom")
 
 
+def test_a_folder_the_browser_cannot_read_is_said(site: tuple[World, str], page: Page,
+                                                  errors: list[str]) -> None:
+    world, base = site
+    sign_in(page, base, "member")
+    page.goto(f"{base}/ui/projects/alpha/upload")
+    # A dropped folder whose second read fails (moved away, or no permission), as Chromium's
+    # FileSystemDirectoryReader reports it: the file read first is still sent.
+    page.evaluate("""() => {
+        const file = new File(["words, no image"], "first.txt", {type: "text/plain"});
+        const fileEntry = {isFile: true, isDirectory: false, name: "first.txt",
+                           file: (ok) => ok(file)};
+        let reads = 0;
+        const folder = {isFile: false, isDirectory: true, name: "scans", createReader: () => ({
+            readEntries: (ok, fail) => {
+                reads += 1;
+                if (reads === 1) ok([fileEntry]);
+                else fail(new DOMException("A requested file or directory could not be found.",
+                                           "NotFoundError"));
+            }})};
+        DataTransferItem.prototype.webkitGetAsEntry = function () { return folder; };
+        const dt = new DataTransfer();
+        dt.items.add(file);
+        document.getElementById("drop-zone").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""")
+    status = page.get_by_role("status")
+    expect(status).to_contain_text("Done: 1 of 1 files")
+    expect(status).to_contain_text("0 stored, 0 already there, 1 quarantined, 0 failed.")
+    expect(status).to_contain_text("1 folder could not be read.")
+    unread = page.locator("#upload-problems tbody tr[data-outcome=unread]")
+    expect(unread).to_contain_text("scans/")
+    expect(unread).to_contain_text("The browser could not read this folder")
+    assert _newest_item(world)["source"] == "upload: scans/first.txt"
+
+
+def test_stopping_counts_what_was_not_sent_and_what_may_have_been_stored(
+        site: tuple[World, str], page: Page, tmp_path: Path, errors: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    world, base = site
+    archive = world.runtime.archive
+    # The server takes each file whole, then waits before storing it: the page can stop
+    # requests whose file has gone (outcome unknown) and some still queued (three at a time).
+    release = threading.Event()
+    arrived: list[int] = []
+    real = archive.receive
+
+    def slow(objects: Any, project: str, **kwargs: Any) -> Any:
+        arrived.append(1)
+        release.wait(30)
+        return real(objects, project, **kwargs)
+
+    monkeypatch.setattr(archive, "receive", slow)
+    chosen = []
+    for n, blob in enumerate(_series(204, slices=5)):
+        path = tmp_path / f"slice{n}.dcm"
+        path.write_bytes(blob)
+        chosen.append(path)
+    try:
+        sign_in(page, base, "member")
+        page.goto(f"{base}/ui/projects/alpha/upload")
+        page.get_by_label("Choose files").set_input_files(chosen)
+        deadline = time.monotonic() + 10
+        while len(arrived) < 3 and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert len(arrived) == 3
+        page.get_by_role("button", name="Stop sending").click()
+        status = page.get_by_role("status")
+        expect(status).to_contain_text("Stopped: 5 of 5 files.")
+        expect(status).to_contain_text("0 failed, 2 not sent, 3 of unknown outcome.")
+        expect(page.locator("[data-count=notsent]")).to_have_text("2")
+        expect(page.locator("[data-count=unknown]")).to_have_text("3")
+        expect(page.locator("#upload-done")).to_have_js_property("value", 5)
+        waiting = page.locator("#upload-problems tbody tr[data-outcome=notsent]")
+        expect(waiting).to_contain_text("2 files still waiting")
+        unknown = page.locator("#upload-problems tbody tr[data-outcome=unknown]")
+        expect(unknown).to_have_count(3)
+        expect(unknown.first).to_contain_text("it may have been stored")
+        expect(page.get_by_text("Stopped before it was sent")).to_have_count(0)
+    finally:
+        release.set()
+    # ... and indeed the server stores what it had received whole.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not archive.find(_uid(chosen[0])):
+        time.sleep(0.05)
+    assert all(archive.find(_uid(path)) for path in chosen[:3])
+    assert not any(archive.find(_uid(path)) for path in chosen[3:])
+
+
+def _uid(path: Path) -> str:
+    return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
 def test_a_file_over_the_limit_is_not_sent(site: tuple[World, str], page: Page,
-                                           tmp_path: Path) -> None:
+                                           tmp_path: Path, errors: list[str]) -> None:
     _world, base = site
     sign_in(page, base, "member")
 
@@ -177,7 +300,8 @@ def test_a_file_over_the_limit_is_not_sent(site: tuple[World, str], page: Page,
 
 # -- the quarantine -----------------------------------------------------------------------------
 def test_a_non_dicom_upload_is_quarantined_then_discarded(site: tuple[World, str],
-                                                          page: Page, tmp_path: Path) -> None:
+                                                          page: Page, tmp_path: Path,
+                                                          errors: list[str]) -> None:
     world, base = site
     archive = world.runtime.archive
     junk = tmp_path / "letter.txt"
@@ -190,11 +314,13 @@ def test_a_non_dicom_upload_is_quarantined_then_discarded(site: tuple[World, str
     expect(row).to_contain_text("no 'DICM' marker")
     item = _newest_item(world)
     assert item["reason"] == "not_dicom" and item["size_bytes"] == junk.stat().st_size
+    assert item["source"] == "upload: letter.txt"
 
     page.get_by_role("link", name="Quarantine").click()
     expect(page).to_have_url(f"{base}/ui/projects/alpha/quarantine")
     line = page.locator(f"tr[data-item='{item['id']}']")
     expect(line.locator(".reason")).to_have_text("not_dicom")
+    expect(line.locator(".source")).to_have_text("upload: letter.txt")
     count = page.locator("#quarantine-reasons tr[data-reason=not_dicom] td")
     before = int(count.inner_text())
 
@@ -233,7 +359,8 @@ def test_a_discard_cancelled_at_the_confirmation_keeps_the_item(site: tuple[Worl
     assert items.get_item(world.runtime.archive, item["id"])["id"] == item["id"]
 
 
-def test_a_retry_that_archives_links_to_the_study(site: tuple[World, str], page: Page) -> None:
+def test_a_retry_that_archives_links_to_the_study(site: tuple[World, str], page: Page,
+                                                  errors: list[str]) -> None:
     world, base = site
     archive = world.runtime.archive
     (data,) = _series(203)
@@ -300,7 +427,7 @@ def _start_export(world: World, base: str, user: str) -> str:
 
 
 def test_a_jobs_progress_bar_reaches_done_and_a_queued_job_is_cancelled(
-        site: tuple[World, str], page: Page, gate: threading.Event) -> None:
+        site: tuple[World, str], page: Page, gate: threading.Event, errors: list[str]) -> None:
     world, base = site
     jobs = world.runtime.jobs
     first = _start_export(world, base, "collaborator")
@@ -352,3 +479,74 @@ def test_another_users_job_page_is_not_found(site: tuple[World, str], page: Page
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     page.goto(f"{base}/ui/jobs")
     expect(page.locator(f"tr[data-job='{job['id']}']")).to_have_count(0)
+
+
+def _running_export(world: World, base: str) -> str:
+    job = _start_export(world, base, "collaborator")
+    deadline = time.monotonic() + 10
+    while world.runtime.jobs.get(job)["state"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return job
+
+
+def test_the_jobs_page_backs_off_when_the_api_fails_and_says_it_once(
+        site: tuple[World, str], page: Page, gate: threading.Event, errors: list[str]) -> None:
+    world, base = site
+    job = _running_export(world, base)
+    sign_in(page, base, "collaborator")
+    asked: list[float] = []
+
+    def failing(route: Route) -> None:
+        asked.append(time.monotonic())
+        route.fulfill(**_problem(500, "The index is not answering."))
+
+    page.route("**/api/v1/jobs", failing)
+    page.goto(f"{base}/ui/jobs")
+    status = page.locator("#jobs-status")
+    expect(status).to_have_text("The jobs could not be updated: The index is not answering. "
+                                "Trying again, less often.")
+    # Said once: the live region is not rewritten at the next failures.
+    page.evaluate("""() => {
+        window.statusChanges = 0;
+        new MutationObserver(() => { window.statusChanges += 1; }).observe(
+            document.getElementById("jobs-status"), {childList: true, characterData: true,
+                                                     subtree: true});
+    }""")
+    page.wait_for_timeout(5500)
+    # Every 1 s, that would be 6 requests; waiting 1, 2, 4 s: 3.
+    assert 2 <= len(asked) <= 3, [round(t - asked[0], 1) for t in asked]
+    gaps = [b - a for a, b in itertools.pairwise(asked)]
+    assert all(gap > 1.5 for gap in gaps), gaps
+    assert page.evaluate("window.statusChanges") == 0
+    # The API answers again: the page follows the job again, and says so.
+    page.unroute("**/api/v1/jobs")
+    expect(status).to_have_text("The jobs are followed again.", timeout=15_000)
+    expect(page.locator(f"tr[data-job='{job}'] .state")).to_have_text("running")
+
+
+def test_a_job_gone_is_no_longer_asked_for_and_an_ended_session_signs_in(
+        site: tuple[World, str], page: Page, gate: threading.Event, errors: list[str]) -> None:
+    world, base = site
+    job = _running_export(world, base)
+    sign_in(page, base, "collaborator")
+    asked: list[str] = []
+
+    def gone(route: Route) -> None:
+        asked.append(route.request.url)
+        route.fulfill(**_problem(404, f"No job {job}."))
+
+    page.route(f"**/api/v1/jobs/{job}", gone)
+    page.goto(f"{base}/ui/jobs/{job}")
+    row = page.locator(f"tr[data-job='{job}']")
+    expect(row.locator(".state")).to_have_text("gone")
+    expect(row.locator(".message")).to_have_text("This job no longer exists.")
+    expect(row.get_by_role("button", name="Cancel")).to_have_count(0)
+    expect(page.locator("#jobs-status")).to_have_text("A job followed here no longer exists.")
+    page.wait_for_timeout(2500)
+    assert len(asked) == 1  # not asked for again
+
+    # The jobs list, when the session has ended: to the sign-in page.
+    page.route("**/api/v1/jobs", lambda route: route.fulfill(
+        **_problem(401, "Sign in to continue.")))
+    page.goto(f"{base}/ui/jobs")
+    expect(page).to_have_url(f"{base}/ui/sign-in")

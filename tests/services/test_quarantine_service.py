@@ -258,28 +258,27 @@ def test_a_store_refusing_the_removal_still_discards_the_item(
     assert archive.check(repair=True).removed_objects == 1
 
 
-def test_a_crash_after_a_retry_archived_it_keeps_the_item_until_retried_again(
+def test_a_crash_after_a_retry_archived_it_leaves_only_an_orphan(
         project: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = project
     item_id = _held(archive, "p", _dicom(6))
     key = items.get_item(archive, item_id)["object_key"]
 
-    def crash(session: Any, item: str) -> bool:
+    def crash(key: str) -> None:
         raise Crash
 
-    monkeypatch.setattr(items.sql, "delete_quarantine_item", crash)
+    monkeypatch.setattr(archive.store, "delete", crash)
     with pytest.raises(Crash):
         items.retry(archive, item_id, "p")
     monkeypatch.undo()
-    # The instance is archived and the item still there with its bytes: every row names an
-    # object that exists (what is reported kept is kept).
+    # The instance was archived and the item left the quarantine in one transaction
+    # (decision 0030): there is never an archived item still listed. Only the old copy of its
+    # bytes is left, an orphan that check finds and repair removes.
     assert archive.stats()["instances"] == 1
-    assert _only_item(archive)["id"] == item_id and archive.store.stat(key) is not None
-    assert archive.check().ok
-    # Retried again, it is a duplicate: the item and its bytes go.
-    assert items.retry(archive, item_id, "p").outcome is Outcome.DUPLICATE
-    assert items.list_items(archive, "p") == [] and archive.store.stat(key) is None
-    assert archive.check().ok
+    assert items.list_items(archive, "p") == [] and archive.store.stat(key) is not None
+    assert archive.check().orphans == [key]
+    assert archive.check(repair=True).removed_objects == 1
+    assert archive.check().ok and archive.store.stat(key) is None
 
 
 def test_a_retry_that_loses_a_race_is_held_at_its_instance_key_and_the_old_copy_goes(

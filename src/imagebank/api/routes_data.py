@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from pathlib import Path as FilePath
 from typing import Any
+from urllib.parse import unquote
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
@@ -323,6 +325,32 @@ async def receive_body(request: Request, limit: int) -> bytes | FilePath:
     return b"".join(parts)
 
 
+#: The uploaded file's name (its path within what the user chose), percent-encoded (RFC 3986
+#: 2.1, as encodeURIComponent makes it): a header, never the URL, since it may name a patient.
+FILENAME_HEADER = "X-Imagebank-Filename"
+#: The longest header taken (encoded), and the longest name kept (its end, the file's own).
+MAX_FILENAME_HEADER = 4096
+MAX_FILENAME = 255
+FILENAME_DESCRIPTION = (
+    "The file's name or relative path as the user knows it, percent-encoded: recorded as "
+    "the source of what the upload holds (`upload: <name>`), so that quarantine items can be "
+    "told apart. Control and format characters are dropped; a name longer than "
+    f"{MAX_FILENAME} characters keeps its end. Without it the source is `upload`.")
+
+
+def upload_source(header: str | None) -> str:
+    """The source recorded for an upload: ``upload``, or ``upload: <name>`` with the name of
+    the X-Imagebank-Filename header decoded, its control and format characters (C0, C1,
+    bidirectional overrides, line separators) dropped, and cut to MAX_FILENAME characters
+    from its end."""
+    name = unquote(header or "", errors="replace")
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Zl",
+                                                                       "Zp")).strip()
+    if len(name) > MAX_FILENAME:
+        name = "…" + name[-(MAX_FILENAME - 1):].lstrip()
+    return f"upload: {name}" if name else "upload"
+
+
 def _result(summary: IngestSummary, ids: list[str], study_ids: list[str] | None = None
             ) -> dict[str, Any]:
     return {**summary.as_dict(), "instance_ids": ids, "study_ids": study_ids or [],
@@ -332,14 +360,20 @@ def _result(summary: IngestSummary, ids: list[str], study_ids: list[str] | None 
 @router.post("/projects/{project}/instances", response_model=IngestResult,
              dependencies=WRITE, openapi_extra=UPLOAD_BODY,
              responses={400: {}, 403: {}, 404: {}, 409: {}, 415: {}})
-async def upload(request: Request, project: str) -> Any:
+async def upload(request: Request, project: str,
+                 filename: str | None = Header(None, alias=FILENAME_HEADER,
+                                               max_length=MAX_FILENAME_HEADER,
+                                               description=FILENAME_DESCRIPTION)) -> Any:
     """Upload one DICOM file (application/dicom) or a zip of them (application/zip).
 
     One file: 200 when stored (or already there), 409 when another object has its
     SOPInstanceUID, 400 when it is not acceptable DICOM (it is kept in quarantine). A zip:
     200 with what happened to its files. For big zips, start an import job instead.
+    What is quarantined records its source as `upload`, or `upload: <name>` with the name
+    sent in the X-Imagebank-Filename header (a zip's members: `upload: <name>!<member>`).
     """
     archive = runtime_of(request).archive
+    source = upload_source(filename)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in ("application/dicom", "application/zip", "application/octet-stream"):
         raise UnsupportedMediaTypeError(
@@ -348,9 +382,10 @@ async def upload(request: Request, project: str) -> Any:
     study_ids: list[str] = []
     if isinstance(body, FilePath) or media == "application/zip":
         summary, ids = await run_in_threadpool(_ingest_file, archive, body, project,
-                                               media == "application/zip")
+                                               media == "application/zip", source)
     else:
-        summary, ids, study_ids = await run_in_threadpool(_store_one, archive, body, project)
+        summary, ids, study_ids = await run_in_threadpool(_store_one, archive, body, project,
+                                                          source)
     set_audit(request, detail={k: v for k, v in summary.as_dict().items() if k != "reasons"})
     result = _result(summary, ids, study_ids)
     if media == "application/zip" or summary.ok:
@@ -361,26 +396,26 @@ async def upload(request: Request, project: str) -> Any:
     return problem_response(status, f"Not stored ({reason}): {message}", code, summary=result)
 
 
-def _store_one(archive: Archive, body: bytes, project: str
+def _store_one(archive: Archive, body: bytes, project: str, source: str
                ) -> tuple[IngestSummary, list[str], list[str]]:
     """One object: its summary, the instance stored, and the study that holds it (stored
     now or already there), for a client to link to."""
-    received = archive.receive([(body, "upload")], project)
+    received = archive.receive([(body, source)], project)
     held = [o.instance_id for o in received.objects if o.instance_id
             and o.outcome in (Outcome.STORED, Outcome.DUPLICATE)]
     study_ids = sorted({row["study_id"] for row in archive.instance_objects("instance", held)})
     return received.summary, received.stored_ids, study_ids
 
 
-def _ingest_file(archive: Archive, body: bytes | FilePath, project: str, is_zip: bool
-                 ) -> tuple[IngestSummary, list[str]]:
+def _ingest_file(archive: Archive, body: bytes | FilePath, project: str, is_zip: bool,
+                 source: str) -> tuple[IngestSummary, list[str]]:
     if isinstance(body, bytes):
         path = archive.spool_dir() / f"{uuid.uuid4().hex}{'.zip' if is_zip else '.dcm'}"
         path.write_bytes(body)
     else:
         path = body.rename(body.with_suffix(".zip" if is_zip else ".dcm"))
     try:
-        return archive.ingest([path], project, workers=1), []
+        return archive.ingest([path], project, workers=1, name=source), []
     finally:
         path.unlink(missing_ok=True)
 

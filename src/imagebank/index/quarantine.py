@@ -30,6 +30,19 @@ def update_quarantine_items(session: Session, rows: Sequence[dict[str, Any]]) ->
                         .values(**values))
 
 
+def claim_quarantine_items(session: Session, item_ids: Sequence[str]) -> set[str]:
+    """Lock the rows of items being retried until the transaction ends (a no-op update: a
+    row lock on PostgreSQL, where a concurrent discard waits or is waited for; the write lock
+    on SQLite); the IDs of those already gone (discarded since they were read)."""
+    gone: set[str] = set()
+    for item_id in item_ids:
+        result = session.execute(update(QuarantineItem).where(QuarantineItem.id == item_id)
+                                 .values(reason=QuarantineItem.reason))
+        if not result.rowcount:  # type: ignore[attr-defined]
+            gone.add(item_id)
+    return gone
+
+
 def delete_quarantine_item(session: Session, item_id: str) -> bool:
     """Remove the item's row; whether there was one."""
     result = session.execute(delete(QuarantineItem).where(QuarantineItem.id == item_id))

@@ -116,6 +116,9 @@ class GroupCommitter:
 def _split(shared: BatchReport, items: list[Parsed]) -> BatchReport:
     """The part of a shared batch's report that concerns ``items``."""
     report = BatchReport(files=len(items), bytes=sum(p.size for p in items))
+    if shared.vanished:
+        report.vanished = {i.retry_of for i in items
+                           if i.retry_of is not None and i.retry_of in shared.vanished}
     stored = set(shared.stored_ids)
     for item in items:
         outcome = shared.outcomes.get(id(item))

@@ -11,10 +11,16 @@ and never leaves an index row without its object):
 
 A crash after 2 and before 3 leaves objects with no index row: ``imagebank check --repair``
 indexes them again. Object keys carry the checksum, so publishing never overwrites other bytes.
+
+A quarantine item being retried (``Parsed.retry_of``) is claimed first in the transaction of
+step 3 (its row locked): one discarded meanwhile is not archived, its bytes published in 2 are
+removed again, and the report names it in ``vanished``. Archived, its row goes in the same
+transaction; refused again, it is updated there.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import struct
 import time
@@ -41,7 +47,12 @@ from imagebank.domain.model import (
 )
 from imagebank.index import repo
 from imagebank.index.engine import write_gate
-from imagebank.index.quarantine import update_quarantine_items
+from imagebank.index.quarantine import (
+    claim_quarantine_items,
+    delete_quarantine_item,
+    object_key_in_use,
+    update_quarantine_items,
+)
 from imagebank.ingest.sources import Source, SourceProblem
 from imagebank.ingest.worker import (
     Parsed,
@@ -59,6 +70,7 @@ _SERIES_COLS = [a.column for a in attributes_at(Level.SERIES)]
 _INSTANCE_COLS = [a.column for a in attributes_at(Level.INSTANCE)]
 
 Progress = Callable[["BatchReport"], None]
+log = logging.getLogger("imagebank.ingest")
 
 
 @dataclass(slots=True)
@@ -73,6 +85,9 @@ class BatchReport:
     #: size), so that a batch committed for several callers can be told apart again.
     outcomes: dict[int, tuple[Outcome, str | None, str, str, int]] = field(
         default_factory=dict)
+    #: Quarantine items retried in the batch that were gone when it committed (discarded
+    #: meanwhile): nothing of them was archived or updated.
+    vanished: set[str] = field(default_factory=set)
 
 
 class Committer:
@@ -181,36 +196,18 @@ class Committer:
         for staged in discard:
             self.store.discard(staged)
 
-        subjects: dict[str, dict[str, Any]] = {}
-        studies: dict[str, dict[str, Any]] = {}
-        series: dict[str, dict[str, Any]] = {}
-        instances: list[dict[str, Any]] = []
-        for p in new:
-            values = p.values or {}
-            assert p.staged is not None
-            if p.subject_id not in subjects:
-                row = {c: values.get(c) for c in _SUBJECT_COLS}
-                row["patient_id"] = row["patient_id"] or ""
-                row["issuer_of_patient_id"] = row["issuer_of_patient_id"] or ""
-                subjects[p.subject_id] = {"id": p.subject_id, "project_id": project, **row}
-            if p.study_id not in studies:
-                studies[p.study_id] = {"id": p.study_id, "project_id": project,
-                                       "subject_id": p.subject_id,
-                                       **{c: values.get(c) for c in _STUDY_COLS}}
-            if p.series_id not in series:
-                series[p.series_id] = {"id": p.series_id, "project_id": project,
-                                       "study_id": p.study_id,
-                                       **{c: values.get(c) for c in _SERIES_COLS}}
-            instances.append({
-                "id": p.instance_id, "project_id": project, "study_id": p.study_id,
-                "series_id": p.series_id, **{c: values.get(c) for c in _INSTANCE_COLS},
-                "transfer_syntax_uid": p.transfer_syntax_uid, "size_bytes": p.size,
-                "sha256": p.staged.sha256,
-                "object_key": instance_object_key(project, p.instance_id, p.staged.sha256),
-                "metadata_json": p.metadata_json, "oddities": ",".join(p.oddities),
-            })
-
+        subjects, studies, series, instances = self._rows(new)
+        dropped: list[Parsed] = []
         with write_gate(self.sessions.kw["bind"]), self.sessions.begin() as session:
+            # First, the items being retried: locked until the commit; those discarded since
+            # they were read are neither archived nor updated.
+            vanished = claim_quarantine_items(session, sorted(retry_ids)) if retry_ids else set()
+            if vanished:
+                report.vanished = vanished
+                dropped = [p for p in new if p.retry_of in vanished]
+                new = [p for p in new if p.retry_of not in vanished]
+                subjects, studies, series, instances = self._rows(new)
+                retried = [r for r in retried if r["id"] not in vanished]
             inserted, mismatched = repo.add_instances(
                 session, list(subjects.values()), list(studies.values()),
                 list(series.values()), instances)
@@ -252,12 +249,75 @@ class Committer:
                            for r in quarantine if r["id"] in retry_ids)
             repo.add_quarantine(session, [r for r in quarantine if r["id"] not in retry_ids])
             update_quarantine_items(session, retried)
+            # Retried items archived now (stored, or the same bytes there already) leave the
+            # quarantine in this same transaction.
+            stored_now = {id(p) for p in new if p.instance_id in inserted
+                          and p.instance_id not in mismatched}
+            for p in batch:
+                if p.retry_of is None or p.retry_of in vanished:
+                    continue
+                outcome = report.outcomes.get(id(p))
+                if id(p) in stored_now or (outcome and outcome[0] is Outcome.DUPLICATE):
+                    delete_quarantine_item(session, p.retry_of)
             repo.add_changes(session, project, "stored", Level.INSTANCE.value,
                              [r["id"] for r in instances if r["id"] in inserted])
         for p in new:
             if p.instance_id in inserted:
                 record(p, Outcome.STORED, size=p.size)
                 report.stored_ids.append(p.instance_id)
+        self._remove_unclaimed(dropped)
+
+    def _rows(self, new: list[Parsed]) -> tuple[dict[str, dict[str, Any]],
+                                                dict[str, dict[str, Any]],
+                                                dict[str, dict[str, Any]],
+                                                list[dict[str, Any]]]:
+        """The subject, study, series and instance rows of the objects to archive."""
+        project = self.project_id
+        subjects: dict[str, dict[str, Any]] = {}
+        studies: dict[str, dict[str, Any]] = {}
+        series: dict[str, dict[str, Any]] = {}
+        instances: list[dict[str, Any]] = []
+        for p in new:
+            values = p.values or {}
+            assert p.staged is not None
+            if p.subject_id not in subjects:
+                row = {c: values.get(c) for c in _SUBJECT_COLS}
+                row["patient_id"] = row["patient_id"] or ""
+                row["issuer_of_patient_id"] = row["issuer_of_patient_id"] or ""
+                subjects[p.subject_id] = {"id": p.subject_id, "project_id": project, **row}
+            if p.study_id not in studies:
+                studies[p.study_id] = {"id": p.study_id, "project_id": project,
+                                       "subject_id": p.subject_id,
+                                       **{c: values.get(c) for c in _STUDY_COLS}}
+            if p.series_id not in series:
+                series[p.series_id] = {"id": p.series_id, "project_id": project,
+                                       "study_id": p.study_id,
+                                       **{c: values.get(c) for c in _SERIES_COLS}}
+            instances.append({
+                "id": p.instance_id, "project_id": project, "study_id": p.study_id,
+                "series_id": p.series_id, **{c: values.get(c) for c in _INSTANCE_COLS},
+                "transfer_syntax_uid": p.transfer_syntax_uid, "size_bytes": p.size,
+                "sha256": p.staged.sha256,
+                "object_key": instance_object_key(project, p.instance_id, p.staged.sha256),
+                "metadata_json": p.metadata_json, "oddities": ",".join(p.oddities),
+            })
+        return subjects, studies, series, instances
+
+    def _remove_unclaimed(self, dropped: list[Parsed]) -> None:
+        """Remove the bytes published for retried items found discarded at the commit (else
+        ``check --repair`` would index them), unless an index row names them."""
+        for p in dropped:
+            assert p.staged is not None
+            key = instance_object_key(self.project_id, p.instance_id, p.staged.sha256)
+            with self.sessions.begin() as session:
+                if object_key_in_use(session, key):
+                    continue
+            try:
+                self.store.delete(key)
+            except StorageError:
+                log.warning("the bytes of a quarantine item discarded while it was retried "
+                            "could not be removed from the store; imagebank check reports "
+                            "them as an object no row names")
 
     def _same_dataset(self, parsed: Parsed, known_sha: str,
                       first_staged: dict[str, StagedObject]) -> bool:
@@ -303,7 +363,7 @@ def problem_as_parsed(problem: SourceProblem, store: ObjectStore, max_size: int)
     rejection = Rejection(QuarantineReason(problem.reason), problem.message)
     if problem.reason == QuarantineReason.BAD_ARCHIVE.value:
         try:
-            with open(problem.label, "rb") as handle:
+            with open(problem.file, "rb") as handle:
                 data = handle.read(max_size + 1)
         except OSError:
             data = b""

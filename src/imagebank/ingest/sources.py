@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imagebank.domain.errors import InvalidInputError
@@ -25,11 +25,15 @@ class Source:
     path: str
     member: str | None = None
     size: int = 0
+    #: How the sender knows the file, when not by its path here (an upload spooled to a
+    #: temporary file): the label's first part instead of the path.
+    shown: str | None = None
 
     @property
     def label(self) -> str:
         """How the person who ran the ingest knows this object (shown to them, never logged)."""
-        return f"{self.path}!{self.member}" if self.member else self.path
+        name = self.shown or self.path
+        return f"{name}!{self.member}" if self.member else name
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,12 @@ class SourceProblem:
     label: str
     reason: str
     message: str
+    #: The file, when the label is not its path (see ``named``).
+    path: str | None = None
+
+    @property
+    def file(self) -> str:
+        return self.path or self.label
 
 
 def iter_sources(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Source | SourceProblem]:
@@ -51,6 +61,17 @@ def iter_sources(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Source | S
             yield from _file(path)
         else:
             raise InvalidInputError(f"Nothing to ingest at {path}: no such file or folder.")
+
+
+def named(sources: Iterable[Source | SourceProblem], name: str
+          ) -> Iterator[Source | SourceProblem]:
+    """The sources of one file that its sender knows as ``name`` (an upload spooled to a
+    temporary file), labelled by that name instead of the temporary path."""
+    for source in sources:
+        if isinstance(source, Source):
+            yield replace(source, shown=name)
+        else:
+            yield SourceProblem(name, source.reason, source.message, path=source.file)
 
 
 def _walk(root: Path) -> Iterator[Source | SourceProblem]:

@@ -34,7 +34,7 @@ from imagebank.index.engine import make_engine, upgrade
 from imagebank.index.tables import Instance, Series, Study, Subject
 from imagebank.ingest.group import GroupCommitter
 from imagebank.ingest.pipeline import Committer, Progress, run_ingest
-from imagebank.ingest.sources import Source, SourceProblem, iter_sources
+from imagebank.ingest.sources import Source, SourceProblem, iter_sources, named
 from imagebank.ingest.worker import Parser, WorkerConfig
 from imagebank.settings import Settings, load_settings
 from imagebank.storage.base import ObjectStore
@@ -179,9 +179,11 @@ class Archive:
 
     def ingest(self, paths: Iterable[str | os.PathLike[str]], project: str, *,
                progress: Progress | None = None, workers: int | None = None,
-               batch_size: int | None = None, start_method: str | None = None
-               ) -> IngestSummary:
-        """Ingest files, folders and zip archives into ``project``."""
+               batch_size: int | None = None, start_method: str | None = None,
+               name: str | None = None) -> IngestSummary:
+        """Ingest files, folders and zip archives into ``project``. ``name``: how the sender
+        knows the one file at ``paths`` (an upload spooled to a temporary file), the label
+        of its objects instead of that file's path."""
         self.ensure_project(project)
         self.admit(project)
         path_list = list(paths)
@@ -189,8 +191,9 @@ class Archive:
             if not Path(path).exists():
                 raise InvalidInputError(f"Nothing to ingest at {path}: no such file or folder.")
         committer = Committer(self.sessions, self.store, project)
+        sources = iter_sources(path_list)
         summary = run_ingest(
-            iter_sources(path_list), committer, self._worker_config(project),
+            named(sources, name) if name else sources, committer, self._worker_config(project),
             workers=workers or self.settings.workers,
             batch_size=batch_size or self.settings.batch_size, progress=progress,
             start_method=start_method,
@@ -239,11 +242,16 @@ class Archive:
                      ) -> ObjectOutcome:
         """Quarantine item ``item_id``'s kept bytes, received again as a new upload is (the
         project's rules apply); refused again, the item is updated in place rather than a
-        second one made. What ``services.quarantine.retry`` builds on."""
+        second one made; discarded meanwhile (claimed by the commit, ``ingest.pipeline``),
+        nothing is archived and NotFoundError says so. What ``services.quarantine.retry``
+        builds on."""
         self.admit(project)
         parsed = Parser(self._worker_config(project), self.store).parse_bytes(data, label)
         parsed.retry_of = item_id
         report = self._group.commit(project, [parsed])
+        if item_id in report.vanished:
+            raise NotFoundError(f"Quarantine item {item_id} was discarded while it was being "
+                                "retried; nothing of it was archived.")
         outcome, reason, _label, message, _size = report.outcomes[id(parsed)]
         return ObjectOutcome(parsed.instance_id or None, outcome, reason, message)
 

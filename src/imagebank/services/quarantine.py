@@ -2,8 +2,10 @@
 
 A **retry** ingests an item's kept bytes again through the normal path, as a new upload to its
 project would be (``Archive.receive_kept``): archived now (stored, or found there already),
-the item leaves the quarantine; refused again, the same item stays with the new reason and
-message, and no second copy is made.
+the item leaves the quarantine in the transaction that archives it; refused again, the same
+item stays with the new reason and message, and no second copy is made. The commit claims
+the item's row first: an item discarded while it was retried is not archived (the retry
+answers as for a missing item), and a discard that comes second finds it gone.
 
 A **discard** removes the item: its row first (one committed transaction), then its bytes.
 A crash between the two leaves bytes that no row names, never a row whose bytes are gone
@@ -122,9 +124,7 @@ def retry(archive: Archive, item_id: str, project: str | None = None) -> RetryRe
     label = item["source"] or f"quarantine item {item_id}"
     outcome = archive.receive_kept(data, label, item["project_id"], item_id)
     if outcome.outcome in ARCHIVED:
-        # Archived: the row goes, then the bytes (unless the instance now names them).
-        with archive.sessions.begin() as session:
-            sql.delete_quarantine_item(session, item_id)
+        # Archived: the commit removed the row; the bytes go (unless the instance names them).
         _remove_object(archive, key)
         study_id = None
         if outcome.instance_id:

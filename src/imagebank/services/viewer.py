@@ -16,6 +16,7 @@ import json
 import math
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 from pydicom.datadict import keyword_for_tag
 
@@ -62,8 +63,8 @@ def series_view(archive: Archive, project: str, series_id: str) -> dict[str, Any
         "series": series,
         "study": study,
         "view": {
-            "base": f"/projects/{project}/dicomweb/studies/{study['study_instance_uid']}"
-                    f"/series/{series['series_instance_uid']}",
+            "base": _dicomweb_base(project, study["study_instance_uid"],
+                                   series["series_instance_uid"]),
             "modality": series.get("modality") or "",
             "orderedBy": order.by.value,
             "instances": instances,
@@ -73,6 +74,13 @@ def series_view(archive: Archive, project: str, series_id: str) -> dict[str, Any
             "keywords": {t: k for t in sorted(tags) if (k := keyword_for_tag(int(t, 16)))},
         },
     }
+
+
+def _dicomweb_base(project: str, study_uid: str, series_uid: str) -> str:
+    """The series' DICOMweb address (PS3.18 10.4.1), each path segment percent-encoded: a
+    UID is digits and dots by the standard, but what ingest tolerates may hold others."""
+    segments = ("projects", project, "dicomweb", "studies", study_uid, "series", series_uid)
+    return "".join(f"/{quote(str(segment), safe='')}" for segment in segments)
 
 
 def _in_project(archive: Archive, level: str, object_id: str, project: str

@@ -1,6 +1,7 @@
 // The audit trail page: reads GET /api/v1/audit (or a project's) newest first, a page at a
 // time, with the filters in the API's query string (never in the page's address), and, for
-// an administrator, verifies the hash chain.
+// an administrator, verifies the hash chain. Each new filter is a new generation: an answer
+// that comes back after the filters changed (a slow "Older events") is dropped.
 "use strict";
 (() => {
   const {call} = window.imagebank;
@@ -15,6 +16,7 @@
   let filters = new URLSearchParams();
   let last = null;
   let shown = 0;
+  let generation = 0;  // of the filters: bumped by each new filter
 
   function nextDay(date) {
     const day = new Date(`${date}T00:00:00Z`);
@@ -51,12 +53,14 @@
   }
 
   async function load(more) {
+    const mine = more ? generation : ++generation;
     const query = new URLSearchParams(filters);
     if (more && last !== null) query.set("before", String(last));
     older.disabled = true;
     say(status, "Loading the events…");
     try {
       const events = await (await call("GET", `${source}?${query}`)).json();
+      if (mine !== generation) return;  // the filters changed meanwhile: not theirs
       if (!more) {
         body.replaceChildren();
         shown = 0;
@@ -69,9 +73,9 @@
       say(status, shown ? `${shown} event${shown === 1 ? "" : "s"} shown, newest first.${end}`
         : "No events match.");
     } catch (error) {
-      say(status, error.message, true);
+      if (mine === generation) say(status, error.message, true);
     } finally {
-      older.disabled = false;
+      if (mine === generation) older.disabled = false;
     }
   }
 

@@ -1,7 +1,10 @@
 // The jobs page and a job's page: while any job shown is queued or running, the REST API is
 // asked every second (GET /api/v1/jobs, or /api/v1/jobs/{id}) and each row is redrawn in
 // place: state, progress bar, message, Cancel or Download. Polling stops when nothing runs,
-// and pauses while the page is hidden (every request is audited).
+// and pauses while the page is hidden (every request is audited). When the API fails, the
+// error is said once and the wait doubles (up to 30 s) until it answers again; a job that is
+// gone (404) is marked so and no longer asked for; a session that has ended (401) goes to
+// the sign-in page.
 "use strict";
 (() => {
   const table = document.getElementById("jobs");
@@ -10,9 +13,12 @@
   const status = document.getElementById("jobs-status");
   const ACTIVE = ["queued", "running"];
   const POLL_MS = 1000;
+  const MAX_WAIT_MS = 30000;
   const KINDS = {import: "Import", export: "Export", share: "Share", release: "Release",
                  clinical_import: "Clinical import"};
   let timer = null;
+  let failures = 0;       // polls that failed in a row
+  let signedOut = false;
 
   const rows = () => [...table.tBodies[0].rows];
   const kind = (job) => KINDS[job.kind] || job.kind;
@@ -135,27 +141,75 @@
 
   const running = () => rows().some((r) => ACTIVE.includes(r.dataset.state));
 
+  // A job the API no longer knows: said in its row, and not asked for again.
+  function gone(tr) {
+    tr.dataset.state = "gone";
+    tr.querySelector(".state").textContent = "gone";
+    const message = tr.querySelector(".message");
+    message.textContent = "This job no longer exists.";
+    message.classList.remove("error");
+    tr.querySelector(".actions").textContent = "";
+    const bar = tr.querySelector("progress");
+    if (bar) bar.remove();
+    status.textContent = "A job followed here no longer exists.";
+  }
+
+  // The API's JSON answer; null for 404 (gone). Throws with the API's words otherwise.
+  async function read(url) {
+    let response;
+    try {
+      response = await window.imagebank.api("GET", url);
+    } catch (e) {
+      throw new Error("The server could not be reached.");
+    }
+    if (response.status === 401) {
+      signedOut = true;
+      window.location.assign("/ui/sign-in");
+      throw new Error("Your session has ended; sign in again.");
+    }
+    if (response.status === 404) return null;
+    if (!response.ok) throw new Error(await window.imagebank.problem(response));
+    return response.json();
+  }
+
+  async function follow(tr) {
+    const job = await read(`/api/v1/jobs/${encodeURIComponent(tr.dataset.job)}`);
+    if (job === null) gone(tr);
+    else update(job);
+  }
+
   async function poll() {
     timer = null;
-    if (document.hidden) return;  // resumed by visibilitychange
+    if (document.hidden || signedOut) return;  // resumed by visibilitychange
     try {
       if (detail) {
-        const id = rows()[0].dataset.job;
-        const response = await window.imagebank.call("GET", `/api/v1/jobs/${id}`);
-        update(await response.json());
+        await follow(rows()[0]);
       } else {
-        const response = await window.imagebank.call("GET", "/api/v1/jobs");
-        const jobs = await response.json();
+        const jobs = await read("/api/v1/jobs") || [];
         for (const job of jobs.slice().reverse()) update(job);
+        // A running job shown here but no longer in the list is asked for by itself.
+        const listed = new Set(jobs.map((job) => job.id));
+        for (const tr of rows()) {
+          if (ACTIVE.includes(tr.dataset.state) && !listed.has(tr.dataset.job)) await follow(tr);
+        }
       }
+      if (failures) status.textContent = "The jobs are followed again.";
+      failures = 0;
     } catch (error) {
-      status.textContent = error.message;
+      if (signedOut) return;
+      failures += 1;
+      if (failures === 1) {  // said once, not at every try
+        status.textContent = `The jobs could not be updated: ${error.message} ` +
+          "Trying again, less often.";
+      }
     }
     schedule();
   }
 
   function schedule() {
-    if (timer === null && running() && !document.hidden) timer = setTimeout(poll, POLL_MS);
+    if (timer === null && running() && !document.hidden && !signedOut) {
+      timer = setTimeout(poll, Math.min(POLL_MS * 2 ** failures, MAX_WAIT_MS));
+    }
   }
 
   document.addEventListener("visibilitychange", () => {

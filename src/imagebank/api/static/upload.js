@@ -2,7 +2,10 @@
 // (POST /api/v1/projects/{project}/instances), a few at a time, with XMLHttpRequest's upload
 // progress. Folders dropped are walked (webkitGetAsEntry); the folder picker gives its files.
 // Thousands of files: the page keeps counts and the last few rows, never one row per file.
-// File names are shown with textContent only and never go into a URL.
+// File names are shown with textContent only and never go into a URL: each file's path goes
+// in the X-Imagebank-Filename header (percent-encoded), the source its quarantine item shows.
+// Stopping counts what was left as not sent; a request stopped after its whole file was sent
+// may have been stored, and is said to be of unknown outcome.
 "use strict";
 (() => {
   const root = document.getElementById("upload");
@@ -19,9 +22,10 @@
   const $ = (id) => document.getElementById(id);
   const queue = [];
   const sending = new Map();  // XMLHttpRequest -> bytes of it sent so far
-  const counts = {stored: 0, duplicate: 0, quarantined: 0, failed: 0};
+  const counts = {stored: 0, duplicate: 0, quarantined: 0, failed: 0, notsent: 0, unknown: 0};
   const studies = new Set();
   let files = 0, done = 0, bytes = 0, bytesDone = 0, walking = 0, stopped = false;
+  let unreadable = 0;  // folders of a drop that could not be read
   let started = false, lastAnnounce = 0, drawPending = false;
 
   const number = (n) => n.toLocaleString("en-GB");
@@ -53,20 +57,24 @@
 
   function send(item) {
     if (item.file.size > maxSize) {
-      settle(item, "failed", "Not sent", `Larger than the limit of ${number(maxSize)} bytes.`);
+      settle(item, "failed", "Not sent", `Larger than the limit of ${number(maxSize)} bytes.`,
+             true, 0);
       return;
     }
     const xhr = new XMLHttpRequest();
+    let uploaded = false;  // has the whole file gone? (then the server may have stored it)
     sending.set(xhr, 0);
     xhr.open("POST", address);
     const zip = /\.zip$/i.test(item.file.name);
     xhr.setRequestHeader("Content-Type", zip ? "application/zip" : "application/dicom");
     xhr.setRequestHeader("Accept", "application/json");
+    xhr.setRequestHeader("X-Imagebank-Filename", encodeURIComponent(item.path));
     if (window.imagebank.csrf) xhr.setRequestHeader("X-CSRF-Token", window.imagebank.csrf);
     xhr.upload.addEventListener("progress", (event) => {
       sending.set(xhr, event.loaded);
       draw();
     });
+    xhr.upload.addEventListener("load", () => { uploaded = true; });
     xhr.addEventListener("load", () => {
       sending.delete(xhr);
       answer(item, xhr, zip);
@@ -76,8 +84,14 @@
       settle(item, "failed", "Failed", "The connection to the server failed.");
     });
     xhr.addEventListener("abort", () => {
+      const sent = sending.get(xhr) || 0;
       sending.delete(xhr);
-      settle(item, "failed", "Stopped", "Stopped before it was sent.");
+      if (uploaded) {
+        settle(item, "unknown", "Outcome unknown", "Stopped after the whole file was sent: it " +
+               "may have been stored. Look for it in the project, or in its quarantine.");
+      } else {
+        settle(item, "notsent", "Not sent", "Stopped before all of it was sent.", true, sent);
+      }
     });
     xhr.send(item.file);
   }
@@ -132,19 +146,26 @@
   }
 
   // One file's outcome: counted (unless a zip counted its members), listed, and the next.
-  function settle(item, outcome, words, detail, count = true) {
+  // ``sent``: its bytes that went (all of them, unless it was not sent).
+  function settle(item, outcome, words, detail, count = true, sent = item.file.size) {
     if (count) counts[outcome] += 1;
     done += 1;
-    bytesDone += item.file.size;
+    bytesDone += sent;
     row($("upload-list"), SHOWN, [item.path, number(item.file.size), words, detail],
         outcome, [false, true, false, false]);
-    if (outcome === "quarantined" || outcome === "failed") {
-      row($("upload-problems"), PROBLEMS, [item.path, words, detail], outcome);
-      $("upload-problems-note").textContent =
-        `${number(counts.quarantined + counts.failed)} so far; the last ${PROBLEMS} are listed.`;
+    if (outcome !== "stored" && outcome !== "duplicate") {
+      problem([item.path, words, detail], outcome);
     }
     draw();
     pump();
+  }
+
+  function problem(cells, outcome) {
+    row($("upload-problems"), PROBLEMS, cells, outcome);
+    const listed = counts.quarantined + counts.failed + counts.notsent + counts.unknown
+      + unreadable;
+    $("upload-problems-note").textContent =
+      `${number(listed)} so far; the last ${PROBLEMS} are listed.`;
   }
 
   function row(table, keep, cells, outcome, numeric = []) {
@@ -187,8 +208,13 @@
   }
 
   function summary() {
-    return `${number(counts.stored)} stored, ${number(counts.duplicate)} already there, ` +
-      `${number(counts.quarantined)} quarantined, ${number(counts.failed)} failed.`;
+    const parts = [`${number(counts.stored)} stored`, `${number(counts.duplicate)} already there`,
+                   `${number(counts.quarantined)} quarantined`, `${number(counts.failed)} failed`];
+    if (counts.notsent) parts.push(`${number(counts.notsent)} not sent`);
+    if (counts.unknown) parts.push(`${number(counts.unknown)} of unknown outcome`);
+    const folders = unreadable ? ` ${number(unreadable)} folder${unreadable === 1 ? "" : "s"} ` +
+      "could not be read." : "";
+    return `${parts.join(", ")}.${folders}`;
   }
 
   function finish() {
@@ -197,13 +223,22 @@
     status(`${stopped ? "Stopped" : "Done"}: ${number(done)} of ${number(files)} files. ` +
            summary());
     draw();
-    showStudies();
+    showStudies().catch(() => { /* the links keep the studies' IDs as their words */ });
   }
 
+  // Stop: what is queued is counted as not sent (one line for them all), what is being
+  // sent is stopped (each said by its abort event).
   function stop() {
     stopped = true;
-    queue.length = 0;
-    for (const xhr of sending.keys()) xhr.abort();
+    const left = queue.splice(0);
+    if (left.length) {
+      counts.notsent += left.length;
+      done += left.length;
+      problem([`${number(left.length)} file${left.length === 1 ? "" : "s"} still waiting`,
+               "Not sent", "Stopped before they were sent."], "notsent");
+    }
+    for (const xhr of [...sending.keys()]) xhr.abort();
+    draw();
     pump();
   }
 
@@ -271,11 +306,27 @@
     }
     if (!entry.isDirectory) return;
     const reader = entry.createReader();
+    const path = `${prefix}${entry.name}/`;
     for (;;) {
-      const batch = await readEntries(reader);  // at most 100 at a time: read until empty
+      let batch;
+      try {
+        batch = await readEntries(reader);  // at most 100 at a time: read until empty
+      } catch (e) {
+        folderUnread(path);
+        return;
+      }
       if (!batch.length) break;
-      for (const child of batch) await walk(child, `${prefix}${entry.name}/`);
+      for (const child of batch) await walk(child, path);
     }
+  }
+
+  // A folder the browser could not read (moved, no permission): said, with what it means.
+  function folderUnread(path) {
+    begin();
+    unreadable += 1;
+    problem([path, "Not read", "The browser could not read this folder: the files in it " +
+             "(or the rest of them) were not sent."], "unread");
+    draw();
   }
 
   const zone = $("drop-zone");
@@ -304,6 +355,11 @@
     if (!started) status("Reading the folders…");
     try {
       for (const entry of entries) await walk(entry, "");
+    } catch (error) {
+      begin();
+      unreadable += 1;
+      problem(["(what was dropped)", "Not read",
+               `The browser could not read it: ${error.message}`], "unread");
     } finally {
       walking -= 1;
       pump();

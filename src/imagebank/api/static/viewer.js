@@ -6,8 +6,10 @@
 // What this script cannot window itself (colour other than RGB, palettes, 1-bit, float) or
 // what the archive cannot send raw comes as a rendered PNG, windowed by the server.
 // Frames are prefetched around the current slice, then the whole series, a few requests at
-// a time; drawing happens in requestAnimationFrame. DICOM strings reach the page through
-// textContent only.
+// a time; a request that fails for a passing reason (no answer, a 5xx such as the audit
+// trail's 503) is tried again after a growing wait, a few times; a 4xx is final. Drawing
+// happens in requestAnimationFrame. DICOM strings reach the page through textContent only;
+// UIDs reach URLs percent-encoded.
 "use strict";
 (() => {
   const root = document.getElementById("viewer");
@@ -21,6 +23,8 @@
   const CACHE_BYTES = 1024 * 1024 * 1024;
   const ZOOM_STEP = 1.25;
   const RAW_ACCEPT = 'multipart/related; type="application/octet-stream"';
+  const MAX_ATTEMPTS = 4;  // of one frame, when the failure is worth a retry
+  const RETRY_MS = 300;    // the wait before the first retry, doubled before each next one
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("viewer-canvas");
@@ -36,13 +40,16 @@
   const progressText = $("prefetch-text");
   const presets = Array.from(document.querySelectorAll("button.preset"));
 
-  const stats = {drawn: 0, draws: 0, loaded: 0, failed: 0, rendered: 0, bytes: 0,
+  const stats = {drawn: 0, draws: 0, loaded: 0, failed: 0, retries: 0, rendered: 0, bytes: 0,
                  firstImageMs: null, allLoadedMs: null, lastDrawn: -1};
   const state = {index: 0, center: null, width: null, zoom: 1, panX: 0, panY: 0,
                  direction: 1, windowSet: false};
   const cache = new Map();     // image index -> {kind: "raw", values, bytes} | {kind: "png", ...}
   const pending = new Set();   // image indices being fetched
-  const failures = new Map();  // image index -> message
+  const failures = new Map();  // image index -> message (given up on until revisited)
+  const attempts = new Map();  // image index -> failed attempts so far
+  const waiting = new Set();   // image indices waiting for their retry
+  let firstSettled = false;    // has the first request been answered (or failed)?
   let inflight = 0;
   let cacheBytes = 0;
   let scheduled = false;
@@ -101,8 +108,28 @@
     return buffer.slice(start, end);
   }
 
+  // An error that trying again may cure: no answer, an answer cut short, a 5xx.
+  function passing(message) {
+    const error = new Error(message);
+    error.retry = true;
+    return error;
+  }
+
+  // The API problem's words; worth a retry for a 5xx (the audit trail's 503 "try again
+  // shortly", a restart), final for a 4xx.
+  async function refused(response) {
+    const error = new Error(await window.imagebank.problem(response));
+    error.retry = response.status >= 500;
+    return error;
+  }
+
   async function fetchChecked(url, accept) {
-    const response = await window.imagebank.api("GET", url, {headers: {Accept: accept}});
+    let response;
+    try {
+      response = await window.imagebank.api("GET", url, {headers: {Accept: accept}});
+    } catch (e) {
+      throw passing("The archive could not be reached.");
+    }
     if (response.status === 401) {
       window.location.assign("/ui/sign-in");
       throw new Error("Your session has ended; sign in again.");
@@ -110,11 +137,20 @@
     return response;
   }
 
+  async function received(promise) {
+    try {
+      return await promise;
+    } catch (e) {
+      throw passing("The image was cut short on its way.");
+    }
+  }
+
   async function loadRaw(i, inst) {
     const response = await fetchChecked(frameUrl(i), RAW_ACCEPT);
     if (response.status === 406) return loadRendered(i);
-    if (!response.ok) throw new Error(await window.imagebank.problem(response));
-    const body = firstPart(await response.arrayBuffer(), response.headers.get("content-type"));
+    if (!response.ok) throw await refused(response);
+    const buffer = await received(response.arrayBuffer());
+    const body = firstPart(buffer, response.headers.get("content-type"));
     const values = typed(body, inst);
     const expected = inst.rows * inst.columns * inst.samples;
     if (values.length < expected) throw new Error("The frame is shorter than its header says.");
@@ -126,8 +162,8 @@
     const windowed = state.center !== null && state.width !== null;
     const query = windowed ? `?window=${state.center},${Math.max(1, state.width)}` : "";
     const response = await fetchChecked(`${frameUrl(i)}/rendered${query}`, "image/png");
-    if (!response.ok) throw new Error(await window.imagebank.problem(response));
-    const blob = await response.blob();
+    if (!response.ok) throw await refused(response);
+    const blob = await received(response.blob());
     const bitmap = await createImageBitmap(blob);
     stats.rendered += 1;
     return {kind: "png", bitmap, key, bytes: bitmap.width * bitmap.height * 4};
@@ -149,21 +185,50 @@
     for (let d = 0; d < count && d <= reach; d++) {
       for (const i of d === 0 ? [state.index]
                      : [state.index + state.direction * d, state.index - state.direction * d]) {
-        if (i >= 0 && i < count && !cache.has(i) && !pending.has(i) && !failures.has(i)) return i;
+        if (i >= 0 && i < count && !cache.has(i) && !pending.has(i) && !failures.has(i)
+            && !waiting.has(i)) return i;
       }
     }
     return -1;
   }
 
+  // The first request has been answered, well or not: the others may start, and the header.
+  function settled() {
+    if (firstSettled) return;
+    firstSettled = true;
+    showHeader();
+  }
+
+  // A failed image: tried again after a growing wait if the failure may pass, else (or after
+  // MAX_ATTEMPTS) given up on, with the words, until the user comes back to it.
+  function failed(i, error) {
+    const tries = (attempts.get(i) || 0) + 1;
+    attempts.set(i, tries);
+    if (error.retry && tries < MAX_ATTEMPTS) {
+      stats.retries += 1;
+      waiting.add(i);
+      setTimeout(() => {
+        waiting.delete(i);
+        pump();
+      }, RETRY_MS * 2 ** (tries - 1));
+      return;
+    }
+    failures.set(i, error.message);
+    stats.failed += 1;
+    if (i === state.index) request();
+  }
+
   function pump() {
     // The first image alone, so that it has the server to itself; then a few at a time.
-    const limit = stats.firstImageMs === null ? 1 : CONCURRENCY;
+    const limit = firstSettled ? CONCURRENCY : 1;
     while (inflight < limit) {
       const i = nextToFetch();
       if (i < 0) break;
       inflight += 1;
       pending.add(i);
       load(i).then((entry) => {
+        settled();
+        attempts.delete(i);
         cache.set(i, entry);
         cacheBytes += entry.bytes;
         stats.loaded += 1;
@@ -174,9 +239,8 @@
         if (stats.firstImageMs === null) draw();
         else request();
       }, (error) => {
-        failures.set(i, error.message);
-        stats.failed += 1;
-        if (i === state.index) request();
+        settled();
+        failed(i, error);
       }).finally(() => {
         inflight -= 1;
         pending.delete(i);
@@ -343,13 +407,15 @@
     const inst = instances[images[state.index][0]];
     showOverlay();
     errorBox.textContent = failures.has(state.index)
-      ? `This image could not be shown: ${failures.get(state.index)}` : "";
+      ? `This image could not be shown: ${failures.get(state.index)} Move to another slice `
+        + "and back to try again." : "";
     if (!entry) {
       $("ov-zoom").textContent = failures.has(state.index) ? "" : "Loading…";
       pump();
       return;
     }
     if (!state.windowSet) initialWindow(entry, inst);
+    if (stats.lastDrawn !== state.index) markPresets();
     const source = frameSource(entry, inst);
     const scale = Math.min(canvas.width / source.width, canvas.height / source.height)
       * state.zoom;
@@ -367,7 +433,6 @@
       performance.mark("imagebank:first-image");
       stats.firstImageMs = performance.now();
       pump();  // the rest may start now
-      showHeader();
     }
     showOverlay();
   }
@@ -400,12 +465,37 @@
     // An input being typed in keeps what is typed.
     if (document.activeElement !== centerInput) centerInput.value = known ? state.center : "";
     if (document.activeElement !== widthInput) widthInput.value = known ? state.width : "";
+    markPresets();
+    request();
+  }
+
+  // A preset's window for the image shown, or null when it has none: a CT preset's fixed
+  // values (HU); "own": the instance's first WindowCenter/Width; "range": its values' range.
+  function presetWindow(button) {
+    if (button.dataset.center !== undefined) {
+      return [Number(button.dataset.center), Number(button.dataset.width)];
+    }
+    const inst = instances[images[state.index][0]];
+    if (button.dataset.preset === "own") {
+      return inst.center !== null && inst.width !== null ? [inst.center, inst.width] : null;
+    }
+    const entry = cache.get(state.index);
+    if (button.dataset.preset !== "range" || !entry || entry.kind !== "raw"
+        || !monochrome(inst)) return null;
+    if (!entry.range) entry.range = autoWindow(entry, inst);
+    return entry.range;
+  }
+
+  // Which preset is the window shown (aria-pressed), and which the image shown has at all.
+  function markPresets() {
+    const round = (v) => Math.round(Number(v) * 100) / 100;
     for (const button of presets) {
-      const on = known && Number(button.dataset.center) === state.center
-        && Number(button.dataset.width) === state.width;
+      const preset = presetWindow(button);
+      button.disabled = preset === null;
+      const on = preset !== null && state.center !== null && round(preset[0]) === state.center
+        && Math.max(1, round(preset[1])) === state.width;
       button.setAttribute("aria-pressed", on ? "true" : "false");
     }
-    request();
   }
 
   let renderTimer = 0;
@@ -433,6 +523,10 @@
   function go(target) {
     const next = Math.max(0, Math.min(count - 1, Math.round(target)));
     if (next === state.index) return;
+    if (failures.has(next)) {  // given up on: coming back to it tries again
+      failures.delete(next);
+      attempts.delete(next);
+    }
     state.direction = next > state.index ? 1 : -1;
     state.index = next;
     slider.value = String(next + 1);
@@ -594,7 +688,8 @@
   $("help-open").addEventListener("click", openHelp);
 
   function applyPreset(button) {
-    setWindow(Number(button.dataset.center), Number(button.dataset.width));
+    const preset = presetWindow(button);
+    if (preset !== null) setWindow(...preset);
   }
   presets.forEach((button) => button.addEventListener("click", () => applyPreset(button)));
   $("zoom-in").addEventListener("click", () => zoomBy(ZOOM_STEP, 0, 0));
