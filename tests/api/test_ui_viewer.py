@@ -4,7 +4,8 @@ with the TestClient.
 The module's own world adds to alpha a CT series whose InstanceNumbers and file names are
 both shuffled against the slices' positions, an RLE Lossless series (compressed: the archive
 decodes its frames), a YBR_FULL colour series (drawn from rendered images), an MR series with
-windows of its own, and a series whose UIDs hold characters a URL must escape."""
+windows of its own, a series whose UIDs hold characters a URL must escape, a coronal series
+and one whose two images lie in different planes (orientation markers)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ class Viewing:
     colour: str
     mr: str
     odd: str
+    coronal: str
+    mixed: str
     mr_range: tuple[int, int]  # the lowest and highest value of every MR image
     #: the shuffled series' SOP Instance UIDs, in order of position along the normal (+z)
     by_position: list[str]
@@ -137,6 +140,30 @@ def _odd(folder: Path) -> list[Dataset]:
     return datasets
 
 
+CORONAL = [1, 0, 0, 0, 0, -1]  # rows to the patient's left, columns to the feet
+
+
+def _coronal(folder: Path) -> list[Dataset]:
+    """The synthetic axial CT turned coronal: slices stacked front to back (along +y)."""
+    spec = SeriesSpec(slices=3, rows=32, columns=32, description="CORONAL")
+    datasets = list(make_study(SyntheticPatient.make(46), series=[spec]))
+    for k, ds in enumerate(datasets):
+        ds.ImageOrientationPatient = CORONAL
+        ds.ImagePositionPatient = [-11.2, -20.0 + 2.5 * k, 11.2]
+        del ds.SliceLocation
+    _write(folder, datasets, list(range(3)))
+    return datasets
+
+
+def _mixed(folder: Path) -> list[Dataset]:
+    """Two images: an axial one (instance 1) and a coronal one (instance 2)."""
+    spec = SeriesSpec(slices=2, rows=16, columns=16, description="LOCALISER")
+    datasets = list(make_study(SyntheticPatient.make(47), series=[spec]))
+    datasets[1].ImageOrientationPatient = CORONAL
+    _write(folder, datasets, list(range(2)))
+    return datasets
+
+
 def build_viewing(runtime: Runtime, folder: Path, base: str = "") -> Viewing:
     world = build_world(runtime, folder)
     archive = runtime.archive
@@ -145,14 +172,17 @@ def build_viewing(runtime: Runtime, folder: Path, base: str = "") -> Viewing:
     colour = _colour(folder / "colour")
     mr = _mr(folder / "mr")
     odd = _odd(folder / "odd")
-    for name in ("shuffled", "rle", "colour", "mr", "odd"):
+    coronal = _coronal(folder / "coronal")
+    mixed = _mixed(folder / "mixed")
+    for name in ("shuffled", "rle", "colour", "mr", "odd", "coronal", "mixed"):
         summary = archive.ingest([folder / name], "alpha", workers=1)
         assert summary.stored > 0, summary
     ranges = {(int(ds.pixel_array.min()), int(ds.pixel_array.max())) for ds in mr}
     assert len(ranges) == 1, ranges
     return Viewing(world, base, _series_id(archive, shuffled), _series_id(archive, rle),
                    _series_id(archive, colour), _series_id(archive, mr),
-                   _series_id(archive, odd), ranges.pop(), by_position)
+                   _series_id(archive, odd), _series_id(archive, coronal),
+                   _series_id(archive, mixed), ranges.pop(), by_position)
 
 
 @pytest.fixture(scope="module")
@@ -333,6 +363,49 @@ def test_zoom_pan_and_the_shortcuts_dialog_by_keyboard(viewing: Viewing, page: P
     expect(dialog).to_be_visible()
     page.get_by_role("button", name="Close").click()
     expect(dialog).to_be_hidden()
+
+
+def _markers(page: Page) -> dict[str, str]:
+    return {side: page.locator(f"#ov-{side}").inner_text()
+            for side in ("left", "top", "right", "bottom")}
+
+
+def test_orientation_markers_name_the_edges_and_stay_there_when_zoomed(viewing: Viewing,
+                                                                       page: Page) -> None:
+    """Axial (the synthetic CT as made): R on the left, A at the top; coronal: R and H."""
+    errors = _errors(page)
+    _open(page, viewing, viewing.shuffled)
+    expect(page.locator("#ov-left")).to_have_text("R")
+    assert _markers(page) == {"left": "R", "top": "A", "right": "L", "bottom": "P"}
+
+    def edges() -> dict[str, float]:
+        view = page.locator("#viewport").bounding_box()
+        assert view is not None
+        found = {}
+        for side in ("left", "top", "right", "bottom"):
+            box = page.locator(f"#ov-{side}").bounding_box()
+            assert box is not None and box["width"] > 0
+            found[side] = {"left": box["x"] - view["x"],
+                           "top": box["y"] - view["y"],
+                           "right": view["x"] + view["width"] - box["x"] - box["width"],
+                           "bottom": view["y"] + view["height"] - box["y"] - box["height"],
+                           }[side]
+        return found
+
+    # Each marker sits against its own edge of the viewport, and stays there when the image
+    # is zoomed and panned (neither rotates it).
+    assert all(0 <= gap < 2 for gap in edges().values()), edges()
+    page.locator("#viewer-canvas").focus()
+    page.keyboard.press("+")
+    page.keyboard.press("Shift+ArrowLeft")
+    expect(page.locator("#ov-zoom")).to_have_text("Zoom 125%")
+    assert _markers(page) == {"left": "R", "top": "A", "right": "L", "bottom": "P"}
+    assert all(0 <= gap < 2 for gap in edges().values()), edges()
+
+    page.goto(viewing.url(viewing.coronal))
+    expect(page.locator("#ov-top")).to_have_text("H")
+    assert _markers(page) == {"left": "R", "top": "H", "right": "L", "bottom": "F"}
+    assert errors == []
 
 
 def test_the_whole_series_is_prefetched_with_progress(viewing: Viewing, page: Page) -> None:
@@ -608,6 +681,25 @@ def test_the_page_carries_the_order_and_pixel_descriptions(viewing_client: tuple
     for value in (subject["patient_id"], subject["patient_name"],
                   subject["patient_birth_date"], study["accession_number"]):
         assert value and value not in text
+
+
+def test_the_page_carries_orientation_markers(viewing_client: tuple[Viewing, Any]) -> None:
+    viewing, client = viewing_client
+
+    def view(series: str) -> dict[str, Any]:
+        response = _page(client, viewing.world, "collaborator",
+                         f"/ui/projects/alpha/series/{series}/view")
+        assert response.status_code == 200
+        return _embedded(response.text)
+
+    axial, coronal, mixed = view(viewing.shuffled), view(viewing.coronal), view(viewing.mixed)
+    # one set for a series whose images all agree
+    assert (axial["markers"], axial["markersPerImage"]) == (["R", "A", "L", "P"], None)
+    assert (coronal["markers"], coronal["markersPerImage"]) == (["R", "H", "L", "F"], None)
+    # one per image (in display order: instance number here) when they differ
+    assert mixed["orderedBy"] == "instance_number"
+    assert mixed["markers"] is None
+    assert mixed["markersPerImage"] == [["R", "A", "L", "P"], ["R", "H", "L", "F"]]
 
 
 def test_a_viewer_role_gets_403_and_an_outsider_404(viewing_client: tuple[Viewing, Any]

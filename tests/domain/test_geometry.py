@@ -12,6 +12,8 @@ from imagebank.domain.geometry import (
     Image,
     OrderedBy,
     decimals,
+    direction_label,
+    orientation_labels,
     slice_normal,
     slice_order,
 )
@@ -171,3 +173,59 @@ def test_images_at_one_place_keep_the_fallback_order() -> None:
 def test_no_images_is_an_empty_order() -> None:
     order = slice_order([])
     assert order.images == () and order.by is OrderedBy.INSTANCE_NUMBER
+
+
+# -- orientation markers ----------------------------------------------------------------------
+@pytest.mark.parametrize(("orientation", "expected"), [
+    # axial as scanners make it (rows to the patient's left, columns to the back)
+    (AXIAL, ("R", "A", "L", "P")),
+    # coronal: rows to the left, columns to the feet
+    ((1.0, 0.0, 0.0, 0.0, 0.0, -1.0), ("R", "H", "L", "F")),
+    # sagittal: rows to the back, columns to the feet
+    ((0.0, 1.0, 0.0, 0.0, 0.0, -1.0), ("A", "H", "P", "F")),
+    # axial flipped left-right and up-down (rows to the right, columns to the front)
+    ((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0), ("L", "P", "R", "A")),
+    # axial seen from below, as some scanners store feet-first images
+    ((-1.0, 0.0, 0.0, 0.0, 1.0, 0.0), ("L", "A", "R", "P")),
+    # cosines not of unit length (rounded DS text, or careless writers): the same labels
+    ((2.0, 0.0, 0.0, 0.0, 0.0, -3.0), ("R", "H", "L", "F")),
+], ids=["axial", "coronal", "sagittal", "flipped", "feet first", "not unit"])
+def test_orientation_labels_of_the_standard_planes(
+        orientation: tuple[float, ...], expected: tuple[str, str, str, str]) -> None:
+    assert orientation_labels(orientation) == expected
+
+
+def test_an_oblique_vector_gets_a_second_letter_only_past_the_threshold() -> None:
+    # Axial tilted 30 degrees about z: rows to the left and back, columns back and right.
+    angle = math.radians(30)
+    c, s = math.cos(angle), math.sin(angle)
+    assert orientation_labels((c, s, 0.0, -s, c, 0.0)) == ("RA", "AL", "LP", "PR")
+    # 10 degrees (sin 10 = 0.17 < 0.25): the dominant letter alone
+    angle = math.radians(10)
+    c, s = math.cos(angle), math.sin(angle)
+    assert orientation_labels((c, s, 0.0, -s, c, 0.0)) == ("R", "A", "L", "P")
+    # just past the threshold, and a double oblique: letters by decreasing size
+    assert direction_label((0.96, 0.26, 0.0)) == "LP"
+    assert direction_label((0.96, 0.24, 0.0)) == "L"
+    assert direction_label((-0.3, 0.5, -0.8)) == "FPR"
+    assert direction_label((0.0, 0.0, 1.0)) == "H"
+    assert direction_label((0.0, -1.0, 0.0)) == "A"
+
+
+@pytest.mark.parametrize("orientation", [
+    None,
+    (),
+    (1.0, 0.0, 0.0, 0.0, 1.0),
+    (1.0, 0.0, 0.0, 1.0, 0.0, 0.0),  # rows and columns parallel
+    (0.0, 0.0, 0.0, 0.0, 1.0, 0.0),  # no row direction
+    (1.0, 0.0, float("nan"), 0.0, 1.0, 0.0),
+], ids=["missing", "empty", "five values", "parallel", "zero row", "nan"])
+def test_no_markers_without_a_usable_orientation(orientation: tuple[float, ...] | None
+                                                 ) -> None:
+    assert orientation_labels(orientation) is None
+
+
+def test_direction_label_refuses_what_is_not_a_direction() -> None:
+    assert direction_label((0.0, 0.0, 0.0)) is None
+    assert direction_label((1.0, 0.0)) is None
+    assert direction_label((float("inf"), 0.0, 0.0)) is None

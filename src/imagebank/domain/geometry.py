@@ -13,6 +13,9 @@ orientations are parallel (a normal and its reverse count as parallel: one stack
 in InstanceNumber order, then SOPInstanceUID, then frame number: never in file or arrival
 order, which is meaningless (STYLE.md, trap 2). Images at the same distance (echoes, time
 points) keep that fallback order among themselves.
+
+``orientation_labels`` names the patient directions at an image's four edges (the viewer's
+orientation markers) from its row and column cosines.
 """
 
 from __future__ import annotations
@@ -128,3 +131,54 @@ def slice_order(images: Iterable[Image]) -> SliceOrder:
         reference,
         tuple(item[0] for item in placed),
     )
+
+
+#: A direction cosine below this (in absolute value) gives no letter of its own beside the
+#: dominant one: about 14.5 degrees of tilt (sin 14.5° = 0.25). Cornerstone3D (after David
+#: Clunie) names every component above 0.0001, so a slice tilted by a fraction of a degree
+#: reads "RAH"; here it reads "R", and a real oblique "RA".
+OBLIQUE = 0.25
+#: The patient direction each LPS axis points to: (for a negative, for a positive component).
+#: H and F (head, foot), not S and I, as Cornerstone3D, OHIF and dicom3tools write them.
+_LETTERS = (("R", "L"), ("A", "P"), ("F", "H"))
+
+
+def direction_label(vector: Sequence[float]) -> str | None:
+    """The patient direction a vector of LPS patient coordinates points to (+x Left, +y
+    Posterior, +z Head): the letter of its largest component, then those of the others whose
+    share of the vector's length is at least ``OBLIQUE``, largest first ("L", "RA", "PFL");
+    None for a vector that is not three finite numbers or has no length."""
+    if len(vector) != 3 or not all(math.isfinite(v) for v in vector):
+        return None
+    length = math.sqrt(_dot(vector, vector))
+    if length < _DEGENERATE:
+        return None
+    ranked = sorted(range(3), key=lambda axis: -abs(vector[axis]))
+    return "".join(
+        _LETTERS[axis][vector[axis] > 0]
+        for rank, axis in enumerate(ranked)
+        if rank == 0 or abs(vector[axis]) / length >= OBLIQUE
+    )
+
+
+def orientation_labels(
+    orientation: Sequence[float] | None,
+) -> tuple[str, str, str, str] | None:
+    """The orientation markers of an image's (left, top, right, bottom) edges from its
+    ImageOrientationPatient (row cosines, then column cosines): the right edge is where the
+    row vector points, the left where its reverse does; the bottom is where the column vector
+    points, the top where its reverse does. An axial image as scanners make it gives
+    ("R", "A", "L", "P"). None when the orientation is missing or does not span a plane."""
+    if orientation is None or slice_normal(orientation) is None:
+        return None
+    row, column = tuple(orientation[:3]), tuple(orientation[3:])
+    labels = (
+        direction_label([-v for v in row]),
+        direction_label([-v for v in column]),
+        direction_label(row),
+        direction_label(column),
+    )
+    left, top, right, bottom = labels
+    if left is None or top is None or right is None or bottom is None:
+        return None
+    return left, top, right, bottom

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from pydicom.datadict import keyword_for_tag
 
 from imagebank.domain.errors import NotFoundError
-from imagebank.domain.geometry import Image, decimals, slice_order
+from imagebank.domain.geometry import Image, decimals, orientation_labels, slice_order
 from imagebank.services.archive import Archive
 
 # Tags of DICOM JSON (PS3.18 F.2): 8 upper-case hex digits.
@@ -43,7 +43,8 @@ def series_view(archive: Archive, project: str, series_id: str) -> dict[str, Any
     """The series (``series``), its study (``study``) and what viewer.js reads (``view``):
     the DICOMweb address of the series, its instances' pixel descriptions, the images in
     display order as [instance index, frame, location along the normal in mm or None], what
-    the order rests on, and the keywords of the tags in the instances' headers."""
+    the order rests on, the keywords of the tags in the instances' headers, and the
+    orientation markers of the images' edges."""
     series = _in_project(archive, "series", series_id, project)
     study = archive.get("study", series["study_id"])
     rows = [r for r in archive.instances(series_id, with_metadata=True) if r.get("rows")]
@@ -59,6 +60,8 @@ def series_view(archive: Archive, project: str, series_id: str) -> dict[str, Any
         images.extend(_images(row, header))
     order = slice_order(images)
     locations = order.locations or (None,) * len(order.images)
+    markers = [orientation_labels(i.orientation) for i in order.images]
+    constant = len(set(markers)) <= 1
     return {
         "series": series,
         "study": study,
@@ -72,6 +75,10 @@ def series_view(archive: Archive, project: str, series_id: str) -> dict[str, Any
                         None if loc is None else round(loc, 3)]
                        for i, loc in zip(order.images, locations, strict=True)],
             "keywords": {t: k for t in sorted(tags) if (k := keyword_for_tag(int(t, 16)))},
+            # The orientation markers (left, top, right, bottom): one for the series when
+            # every image has the same, else one per image (None: no markers).
+            "markers": markers[0] if constant and markers else None,
+            "markersPerImage": None if constant else markers,
         },
     }
 

@@ -25,6 +25,7 @@
   const RAW_ACCEPT = 'multipart/related; type="application/octet-stream"';
   const MAX_ATTEMPTS = 4;  // of one frame, when the failure is worth a retry
   const RETRY_MS = 300;    // the wait before the first retry, doubled before each next one
+  const MARKER_IDS = ["ov-left", "ov-top", "ov-right", "ov-bottom"];  // orientation markers
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("viewer-canvas");
@@ -569,6 +570,10 @@
     $("ov-wl").textContent = !state.windowSet ? ""
       : state.center === null ? "Window: the image's own" : `W ${state.width} L ${state.center}`;
     $("ov-zoom").textContent = `Zoom ${Math.round(state.zoom * 100)}%`;
+    // Orientation markers (left, top, right, bottom), computed on the server from
+    // ImageOrientationPatient; zoom and pan do not rotate, so they hold at the edges.
+    const markers = data.markersPerImage ? data.markersPerImage[state.index] : data.markers;
+    MARKER_IDS.forEach((id, k) => { $(id).textContent = markers ? markers[k] : ""; });
   }
 
   // -- the DICOM header -------------------------------------------------------------------
