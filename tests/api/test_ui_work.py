@@ -247,6 +247,11 @@ def test_stopping_counts_what_was_not_sent_and_what_may_have_been_stored(
         while len(arrived) < 3 and time.monotonic() < deadline:
             page.wait_for_timeout(50)
         assert len(arrived) == 3
+        # The server has three files whole; wait until the page has seen them go (its byte
+        # count), as a user reading the progress bar would.
+        three = sum(path.stat().st_size for path in chosen[:3])
+        page.wait_for_function("n => document.getElementById('upload-bytes').value >= n",
+                               arg=three)
         page.get_by_role("button", name="Stop sending").click()
         status = page.get_by_role("status")
         expect(status).to_contain_text("Stopped: 5 of 5 files.")

@@ -86,7 +86,9 @@
     xhr.addEventListener("abort", () => {
       const sent = sending.get(xhr) || 0;
       sending.delete(xhr);
-      if (uploaded) {
+      // Wholly sent: the upload's "load" event, or its last progress event counted every byte
+      // (the server may have the file before the browser has said so).
+      if (uploaded || (item.file.size > 0 && sent >= item.file.size)) {
         settle(item, "unknown", "Outcome unknown", "Stopped after the whole file was sent: it " +
                "may have been stored. Look for it in the project, or in its quarantine.");
       } else {
