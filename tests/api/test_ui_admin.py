@@ -548,6 +548,13 @@ def test_the_audit_routes_filter_and_page_newest_first(world: World, client: Tes
                      params={"from": "0001-01-01T00:00:00+05:00"})
     assert far.status_code == 400
     assert problem(far)["detail"] == "A time filter is out of range."
+    # A number is not a time (it would be read as seconds since 1970), nor a 13th month.
+    number = client.get(whole, headers=world.headers("admin"), params={"from": "-1.5e-281"})
+    assert number.status_code == 422
+    month = client.get(whole, headers=world.headers("admin"), params={"to": "2026-13-01"})
+    assert month.status_code == 400 and "ISO 8601" in problem(month)["detail"]
+    day = _events(client, world, whole, to="2000-01-01")  # a date alone is midnight UTC
+    assert day == []
 
 
 def test_the_verification_route_finds_an_edited_event(tmp_path: Path, world: World,

@@ -168,10 +168,21 @@ def changes(request: Request, project: str, since: int = SINCE, limit: int = LIM
     return {"changes": rows, "last": last, "done": last >= latest}
 
 
-def _utc_text(value: datetime | None) -> str | None:
+#: An ISO 8601 date or time, as the audit's time filters take it (a number is not a time:
+#: pydantic would read it as seconds since 1970).
+ISO_TIME = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+            r"(Z|[+-][0-9]{2}:?[0-9]{2})?)?$")
+
+
+def _utc_text(text: str | None) -> str | None:
     """A time as the trail stores it (UTC ISO text, so that texts compare as times)."""
-    if value is None:
+    if text is None:
         return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInputError("A time filter is not a date or time (ISO 8601, e.g. "
+                                "2026-11-30 or 2026-11-30T09:00:00Z).") from None
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     try:
         return aware.astimezone(UTC).isoformat(timespec="microseconds")
@@ -187,12 +198,12 @@ def audit_filters(
     action: str | None = Query(None, pattern=r"^[a-z0-9_ -]{1,32}$", description="Only this "
                                "action: read, search, download, write, grant, login, ..."),
     outcome: Literal["ok", "denied", "rejected", "error"] | None = Query(None),
-    at_from: Annotated[datetime | None, Query(
-        alias="from", description="Only events at or after this time (ISO 8601; UTC when it "
-        "has no zone).")] = None,
-    at_to: Annotated[datetime | None, Query(
-        alias="to", description="Only events before this time (ISO 8601; UTC when it has no "
-        "zone).")] = None,
+    at_from: Annotated[str | None, Query(
+        alias="from", pattern=ISO_TIME, max_length=40, description="Only events at or after "
+        "this time (ISO 8601; UTC when it has no zone).")] = None,
+    at_to: Annotated[str | None, Query(
+        alias="to", pattern=ISO_TIME, max_length=40, description="Only events before this "
+        "time (ISO 8601; UTC when it has no zone).")] = None,
     order: Literal["asc", "desc"] = Query("asc", description="asc: oldest first (a feed "
                                           "read after `since`); desc: newest first."),
 ) -> dict[str, Any]:
@@ -207,7 +218,7 @@ AUDIT_FILTERS = Depends(audit_filters)
 
 @router.get("/projects/{project}/audit", response_model=list[AuditEventOut],
             dependencies=[project_access(Permission.AUDIT, "audit")],
-            responses={403: {}, 404: {}})
+            responses={400: {}, 403: {}, 404: {}})
 def project_audit(request: Request, project: str, since: int = SINCE, limit: int = LIMIT,
                   filters: dict[str, Any] = AUDIT_FILTERS) -> list[dict[str, Any]]:
     """The project's audit events after sequence number ``since`` (owners), oldest first
@@ -217,7 +228,7 @@ def project_audit(request: Request, project: str, since: int = SINCE, limit: int
 
 
 @router.get("/audit", response_model=list[AuditEventOut], dependencies=[administrator],
-            tags=["audit"])
+            tags=["audit"], responses={400: {}})
 def audit(request: Request, since: int = SINCE, limit: int = LIMIT,
           filters: dict[str, Any] = AUDIT_FILTERS) -> list[dict[str, Any]]:
     """Every audit event after sequence number ``since`` (administrators), oldest first
