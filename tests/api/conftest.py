@@ -9,7 +9,7 @@ import pytest
 from apiworld import World, build_world, make_client
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, sync_playwright
-from uikit import CHROMIUM, serve
+from uikit import CHROMIUM, served_world
 
 from imagebank.services.archive import Archive
 from imagebank.services.runtime import Runtime
@@ -54,14 +54,8 @@ def sqlite_client(sqlite_world: World) -> Iterator[TestClient]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, str]]:
     """The standard world (SQLite) served on loopback: (world, base URL). One per module:
     tests that change it must leave it as they found it, or build their own."""
-    folder = tmp_path_factory.mktemp("ui")
-    archive = Archive.open(folder / "data", workers=1)
-    world = build_world(Runtime.for_archive(archive), folder)
-    try:
-        with serve(world.runtime) as base:
-            yield world, base
-    finally:
-        archive.close()
+    with served_world(tmp_path_factory.mktemp("ui")) as served_:
+        yield served_
 
 
 @pytest.fixture(scope="session")

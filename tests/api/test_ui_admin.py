@@ -12,16 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-from apiworld import DOCS_POLICIES, PASSWORD, World, build_world, problem
+from apiworld import DOCS_POLICIES, PASSWORD, World, problem
 from axe_playwright_python.sync_playwright import Axe
 from fastapi.testclient import TestClient
 from playwright.sync_api import Dialog, Page, Route, expect
 from sqlalchemy import text
-from uikit import serve, sign_in
+from uikit import served_world, sign_in
 
-from imagebank.services.archive import Archive
 from imagebank.services.policies import load_policy, policy_document
-from imagebank.services.runtime import Runtime
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 V1 = "/api/v1"
@@ -32,14 +30,8 @@ HTML = {"Accept": "text/html"}
 def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, str]]:
     """A world of this module's own, served: the tests that change roles, users and tokens
     change it, not the shared one."""
-    folder = tmp_path_factory.mktemp("ui-admin")
-    archive = Archive.open(folder / "data", workers=1)
-    world = build_world(Runtime.for_archive(archive), folder)
-    try:
-        with serve(world.runtime) as base:
-            yield world, base
-    finally:
-        archive.close()
+    with served_world(tmp_path_factory.mktemp("ui-admin")) as served:
+        yield served
 
 
 def _accept_dialogs(page: Page, said: list[str]) -> None:

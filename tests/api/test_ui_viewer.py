@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from apiworld import World, build_world, make_client
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import ConsoleMessage, Page, Route, expect
+from playwright.sync_api import Page, Route, expect
 from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless
-from uikit import serve, sign_in
+from uikit import page_errors, serve, sign_in
 
 from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
 from imagebank.services.archive import Archive
@@ -218,20 +218,6 @@ def _open(page: Page, viewing: Viewing, series: str, user: str = "collaborator")
     _until(page, "window.imagebankViewer && window.imagebankViewer.stats.firstImageMs !== null")
 
 
-def _errors(page: Page) -> list[str]:
-    """Uncaught errors and console errors of the page, collected as they come."""
-    seen: list[str] = []
-
-    def console(message: ConsoleMessage) -> None:
-        # The browser logs each HTTP error answer it gets; the tests make those on purpose.
-        if message.type == "error" and "Failed to load resource" not in message.text:
-            seen.append(message.text)
-
-    page.on("pageerror", lambda error: seen.append(str(error)))
-    page.on("console", console)
-    return seen
-
-
 def _canvas(page: Page) -> dict[str, Any]:
     """The canvas's pixels: how many distinct grey values, and a digest of them."""
     result: dict[str, Any] = page.evaluate("""() => {
@@ -373,7 +359,7 @@ def _markers(page: Page) -> dict[str, str]:
 def test_orientation_markers_name_the_edges_and_stay_there_when_zoomed(viewing: Viewing,
                                                                        page: Page) -> None:
     """Axial (the synthetic CT as made): R on the left, A at the top; coronal: R and H."""
-    errors = _errors(page)
+    errors = page_errors(page)
     _open(page, viewing, viewing.shuffled)
     expect(page.locator("#ov-left")).to_have_text("R")
     assert _markers(page) == {"left": "R", "top": "A", "right": "L", "bottom": "P"}
@@ -472,7 +458,7 @@ def _frames_of(*uids: str) -> Callable[[str], bool]:
 
 def test_a_frame_answered_503_once_is_fetched_again_and_drawn(viewing: Viewing, page: Page
                                                               ) -> None:
-    errors = _errors(page)
+    errors = page_errors(page)
     refused: list[str] = []
 
     def busy_once(route: Route) -> None:
@@ -498,7 +484,7 @@ def test_a_frame_answered_503_once_is_fetched_again_and_drawn(viewing: Viewing, 
 
 def test_a_frame_that_keeps_failing_is_given_up_then_fetched_again_on_return(
         viewing: Viewing, page: Page) -> None:
-    errors = _errors(page)
+    errors = page_errors(page)
     busy, gone = viewing.by_position[1], viewing.by_position[2]
     calls = {busy: 0, gone: 0}
     failing = [True]
@@ -545,7 +531,7 @@ def test_a_frame_that_keeps_failing_is_given_up_then_fetched_again_on_return(
 
 def test_an_mr_series_offers_its_own_window_not_hounsfield_presets(viewing: Viewing,
                                                                    page: Page) -> None:
-    errors = _errors(page)
+    errors = page_errors(page)
     _open(page, viewing, viewing.mr)
     readout = page.locator("#ov-wl")
     (center, *_), (width, *_) = MR_WINDOWS
@@ -581,7 +567,7 @@ def test_uids_that_need_escaping_go_into_urls_escaped(viewing: Viewing, page: Pa
     """UIDs that are not digits and dots (ingest keeps what it can read) are escaped in each
     address: DICOMweb refuses them (422, final), rather than a '?' or '#' in them cutting the
     address short into another resource's."""
-    errors = _errors(page)
+    errors = page_errors(page)
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url)
             if "/dicomweb/" in request.url else None)

@@ -19,18 +19,16 @@ from typing import Any
 
 import httpx
 import pytest
-from apiworld import World, build_world
+from apiworld import World
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import ConsoleMessage, Page, Route, expect
+from playwright.sync_api import Page, Route, expect
 from pydicom import dcmread
-from uikit import serve, sign_in
+from uikit import page_errors, served_world, sign_in
 
 from imagebank.dicom.synthetic import SeriesSpec, SyntheticPatient, make_study, to_bytes
 from imagebank.domain.ids import quarantine_object_key
 from imagebank.index import repo
 from imagebank.services import quarantine as items
-from imagebank.services.archive import Archive
-from imagebank.services.runtime import Runtime
 
 WCAG_AA = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
            "resultTypes": ["violations"]}
@@ -39,14 +37,8 @@ WCAG_AA = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a",
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, str]]:
     """This module's own world (SQLite), served with the job runner running."""
-    folder = tmp_path_factory.mktemp("ui-work")
-    archive = Archive.open(folder / "data", workers=1)
-    world = build_world(Runtime.for_archive(archive), folder)
-    try:
-        with serve(world.runtime, background=True) as base:
-            yield world, base
-    finally:
-        archive.close()
+    with served_world(tmp_path_factory.mktemp("ui-work"), background=True) as served:
+        yield served
 
 
 def _series(patient: int, slices: int = 1) -> list[bytes]:
@@ -68,15 +60,7 @@ def _newest_item(world: World, project: str = "alpha") -> dict[str, Any]:
 def errors(page: Page) -> Iterator[list[str]]:
     """The page's uncaught errors (unhandled rejections too) and console errors: none, when
     the test ends."""
-    seen: list[str] = []
-
-    def console(message: ConsoleMessage) -> None:
-        # The browser logs each HTTP error answer it gets; the tests make those on purpose.
-        if message.type == "error" and "Failed to load resource" not in message.text:
-            seen.append(message.text)
-
-    page.on("pageerror", lambda error: seen.append(str(error)))
-    page.on("console", console)
+    seen = page_errors(page)
     yield seen
     assert seen == []
 

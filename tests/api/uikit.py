@@ -8,12 +8,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
-from apiworld import PASSWORD
-from playwright.sync_api import Page, expect
+from apiworld import PASSWORD, World, build_world
+from playwright.sync_api import ConsoleMessage, Page, expect
 
 from imagebank.api.app import create_app
+from imagebank.services.archive import Archive
 from imagebank.services.runtime import Runtime
 from testkit import free_port
 
@@ -39,6 +41,34 @@ def serve(runtime: Runtime, *, background: bool = False) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def served_world(folder: Path, *, background: bool = False) -> Iterator[tuple[World, str]]:
+    """The standard world (apiworld) in a new SQLite archive under ``folder``, served:
+    (world, base URL)."""
+    archive = Archive.open(folder / "data", workers=1)
+    try:
+        world = build_world(Runtime.for_archive(archive), folder)
+        with serve(world.runtime, background=background) as base:
+            yield world, base
+    finally:
+        archive.close()
+
+
+def page_errors(page: Page) -> list[str]:
+    """The page's uncaught errors (unhandled rejections too) and console errors, collected
+    as they come. The browser's own log of each HTTP error answer is left out: tests make
+    those on purpose."""
+    seen: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            seen.append(message.text)
+
+    page.on("pageerror", lambda error: seen.append(str(error)))
+    page.on("console", console)
+    return seen
 
 
 def sign_in(page: Page, base: str, user: str, password: str = PASSWORD, *,

@@ -57,16 +57,6 @@ MEMORY_BODY = 64 * 1024 * 1024
 DATE_RANGE = re.compile(r"^(\d{8})?(-)?(\d{8})?$")
 
 
-def _object(archive: Archive, level: str, object_id: str, project: str) -> dict[str, Any]:
-    """The object, if it is in ``project`` (else 404 with the same words either way)."""
-    try:
-        row = archive.get(level, object_id)
-    except NotFoundError:
-        row = None
-    if row is None or row.get("project_id") != project:
-        raise NotFoundError(f"No {level} {object_id} in project {project!r}.")
-    return row
-
 
 def _page(items: list[dict[str, Any]], limit: int, offset: int) -> dict[str, Any]:
     more = len(items) > limit
@@ -89,7 +79,7 @@ def list_subjects(request: Request, project: str, limit: int = LIMIT, offset: in
 def get_subject(request: Request, project: str, subject: str = Path(pattern=ID)
                 ) -> dict[str, Any]:
     """A subject (patient) of the project."""
-    return _object(runtime_of(request).archive, "subject", subject, project)
+    return runtime_of(request).archive.in_project("subject", subject, project)
 
 
 @router.get("/projects/{project}/subjects/{subject}/studies", response_model=StudyPage,
@@ -98,7 +88,7 @@ def subject_studies(request: Request, project: str, subject: str = Path(pattern=
                     limit: int = LIMIT, offset: int = OFFSET) -> dict[str, Any]:
     """The subject's studies, newest first."""
     archive = runtime_of(request).archive
-    _object(archive, "subject", subject, project)
+    archive.in_project("subject", subject, project)
     rows = archive.studies(project, limit=limit + 1, offset=offset, subject_id=subject)
     return _page(rows, limit, offset)
 
@@ -166,7 +156,7 @@ def get_study(request: Request, project: str, study: str = Path(pattern=ID)
               ) -> dict[str, Any]:
     """A study, with its series."""
     archive = runtime_of(request).archive
-    row = _object(archive, "study", study, project)
+    row = archive.in_project("study", study, project)
     return {**row, "series": archive.series(study)}
 
 
@@ -176,7 +166,7 @@ def study_series(request: Request, project: str, study: str = Path(pattern=ID)
                  ) -> list[dict[str, Any]]:
     """The study's series."""
     archive = runtime_of(request).archive
-    _object(archive, "study", study, project)
+    archive.in_project("study", study, project)
     return archive.series(study)
 
 
@@ -186,7 +176,7 @@ def study_series(request: Request, project: str, study: str = Path(pattern=ID)
 def get_series(request: Request, project: str, series: str = Path(pattern=ID)
                ) -> dict[str, Any]:
     """A series of the project."""
-    return _object(runtime_of(request).archive, "series", series, project)
+    return runtime_of(request).archive.in_project("series", series, project)
 
 
 @router.get("/projects/{project}/series/{series}/instances",
@@ -195,7 +185,7 @@ def series_instances(request: Request, project: str, series: str = Path(pattern=
                      ) -> list[dict[str, Any]]:
     """The series' instances."""
     archive = runtime_of(request).archive
-    _object(archive, "series", series, project)
+    archive.in_project("series", series, project)
     return archive.instances(series)
 
 
@@ -204,7 +194,7 @@ def series_instances(request: Request, project: str, series: str = Path(pattern=
 def get_instance(request: Request, project: str, instance: str = Path(pattern=ID)
                  ) -> dict[str, Any]:
     """An instance's indexed attributes (its whole header: ``/metadata``)."""
-    return _object(runtime_of(request).archive, "instance", instance, project)
+    return runtime_of(request).archive.in_project("instance", instance, project)
 
 
 @router.get("/projects/{project}/instances/{instance}/metadata",
@@ -214,7 +204,7 @@ def get_instance(request: Request, project: str, instance: str = Path(pattern=ID
 def instance_metadata(request: Request, project: str, instance: str = Path(pattern=ID)
                       ) -> Response:
     """The instance's header as DICOM JSON (PS3.18 F.2), without bulk data."""
-    row = _object(runtime_of(request).archive, "instance", instance, project)
+    row = runtime_of(request).archive.in_project("instance", instance, project)
     return Response(row["metadata_json"], media_type="application/dicom+json")
 
 
@@ -225,7 +215,7 @@ def download_instance(request: Request, project: str, instance: str = Path(patte
                       ) -> Response:
     """The instance as it was received (DICOM Part 10)."""
     archive = runtime_of(request).archive
-    row = _object(archive, "instance", instance, project)
+    row = archive.in_project("instance", instance, project)
     return _stream_object(archive, row["object_key"], "application/dicom", f"{instance}.dcm",
                           int(row["size_bytes"]))
 
@@ -259,7 +249,7 @@ def download_study(request: Request, project: str, study: str = Path(pattern=ID)
                    ) -> StreamingResponse:
     """The study as a zip, streamed (entries named by internal IDs, never patient data)."""
     archive = runtime_of(request).archive
-    _object(archive, "study", study, project)
+    archive.in_project("study", study, project)
     return _zip_response(archive, "study", study)
 
 
@@ -270,7 +260,7 @@ def download_series(request: Request, project: str, series: str = Path(pattern=I
                     ) -> StreamingResponse:
     """The series as a zip, streamed."""
     archive = runtime_of(request).archive
-    _object(archive, "series", series, project)
+    archive.in_project("series", series, project)
     return _zip_response(archive, "series", series)
 
 

@@ -15,7 +15,6 @@ viewer link). Every UID put into a URL is percent-encoded as one path segment
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request
@@ -26,8 +25,6 @@ from imagebank.api.security import project_access, resolve_principal, runtime_of
 from imagebank.api.ui import project_page
 from imagebank.domain.access import Permission
 from imagebank.domain.cohort import SYSTEMS, EventKind
-from imagebank.domain.errors import NotFoundError
-from imagebank.services.archive import Archive
 from imagebank.services.clinical import subject_facts
 from imagebank.services.cohort import gives_exact
 
@@ -63,17 +60,6 @@ def thumbnail_url(project: str, study_uid: str, series_uid: str) -> str | None:
             "/thumbnail")
 
 
-def _in_project(archive: Archive, level: str, object_id: str, project: str) -> dict[str, Any]:
-    """The object, if it is in ``project``; else not found, in the REST API's words (an ID
-    from another project is as missing as a random one, decision 0007)."""
-    try:
-        row = archive.get(level, object_id)
-    except NotFoundError:
-        row = None
-    if row is None or row.get("project_id") != project:
-        raise NotFoundError(f"No {level} {object_id} in project {project!r}.")
-    return row
-
 
 @router.get("/ui/projects/{project}/subjects", response_class=HTMLResponse,
             dependencies=READ)
@@ -97,7 +83,7 @@ def subject_page(request: Request, project: str, subject: str = Path(pattern=ID)
     for those the cohort search gives exact results (anyone else has no API that shows a
     subject's facts, so neither does this page: ``facts`` is None)."""
     archive = runtime_of(request).archive
-    row = _in_project(archive, "subject", subject, project)
+    row = archive.in_project("subject", subject, project)
     studies = archive.studies(project, subject_id=subject, limit=SUBJECT_STUDIES + 1)
     principal = resolve_principal(request)
     facts = (subject_facts(archive, subject)
@@ -117,7 +103,7 @@ def study_page(request: Request, project: str, study: str = Path(pattern=ID)
     and a download of the series (for those who may download), and a link to the study in
     OHIF when it is installed (decision 0032)."""
     archive = runtime_of(request).archive
-    row = _in_project(archive, "study", study, project)
+    row = archive.in_project("study", study, project)
     series = archive.series(study)
     thumbnails = {s["id"]: thumbnail_url(project, row["study_instance_uid"],
                                          s["series_instance_uid"]) for s in series}

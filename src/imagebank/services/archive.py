@@ -277,6 +277,17 @@ class Archive:
         with self.sessions.begin() as session:
             return repo.list_instances(session, series_id, with_metadata=with_metadata)
 
+    def in_project(self, level: str, row_id: str, project: str) -> dict[str, Any]:
+        """The object, if it is in ``project``; else not found, with the same words whether it
+        is in another project or nowhere (decision 0007)."""
+        try:
+            row = self.get(level, row_id)
+        except NotFoundError:
+            row = None
+        if row is None or row.get("project_id") != project:
+            raise NotFoundError(f"No {level} {row_id} in project {project!r}.")
+        return row
+
     def get(self, level: str, row_id: str) -> dict[str, Any]:
         models = {"subject": Subject, "study": Study, "series": Series, "instance": Instance}
         model = models.get(level)

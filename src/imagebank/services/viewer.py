@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 from pydicom.datadict import keyword_for_tag
 
-from imagebank.domain.errors import NotFoundError
 from imagebank.domain.geometry import Image, decimals, orientation_labels, slice_order
 from imagebank.services.archive import Archive
 
@@ -45,7 +44,7 @@ def series_view(archive: Archive, project: str, series_id: str) -> dict[str, Any
     display order as [instance index, frame, location along the normal in mm or None], what
     the order rests on, the keywords of the tags in the instances' headers, and the
     orientation markers of the images' edges."""
-    series = _in_project(archive, "series", series_id, project)
+    series = archive.in_project("series", series_id, project)
     study = archive.get("study", series["study_id"])
     rows = [r for r in archive.instances(series_id, with_metadata=True) if r.get("rows")]
     instances: list[dict[str, Any]] = []
@@ -89,17 +88,6 @@ def _dicomweb_base(project: str, study_uid: str, series_uid: str) -> str:
     segments = ("projects", project, "dicomweb", "studies", study_uid, "series", series_uid)
     return "".join(f"/{quote(str(segment), safe='')}" for segment in segments)
 
-
-def _in_project(archive: Archive, level: str, object_id: str, project: str
-                ) -> dict[str, Any]:
-    """The object, if it is in ``project`` (else 404 with the same words either way)."""
-    try:
-        row = archive.get(level, object_id)
-    except NotFoundError:
-        row = None
-    if row is None or row.get("project_id") != project:
-        raise NotFoundError(f"No {level} {object_id} in project {project!r}.")
-    return row
 
 
 def _header(row: dict[str, Any]) -> dict[str, Any]:
