@@ -13,7 +13,7 @@ The public Python API::
 Anything not in ``__all__`` is internal and may change without notice.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from imagebank.domain.errors import (
     ConfigurationError,
@@ -25,13 +25,37 @@ from imagebank.domain.errors import (
     StorageError,
 )
 from imagebank.domain.model import IngestSummary, Level, QuarantineReason
-from imagebank.services.archive import Archive, CheckReport
-from imagebank.settings import Settings
 
-try:
-    __version__ = version("imagebank")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+if TYPE_CHECKING:
+    from imagebank.services.archive import Archive, CheckReport
+    from imagebank.settings import Settings
+
+    __version__: str
+
+#: Loaded when first used, so that ``import imagebank.cli`` (the console script) is quick and
+#: a Ctrl-C while the command loads is handled like one later (``imagebank.cli.run``).
+_LAZY = {"Archive": "imagebank.services.archive", "CheckReport": "imagebank.services.archive",
+         "Settings": "imagebank.settings"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("imagebank")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            found = "0.0.0"
+        globals()[name] = found
+        return found
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'imagebank' has no attribute {name!r}")
+
 
 __all__ = [
     "Archive",

@@ -1,5 +1,5 @@
 """``python -m imagebank`` runs the command line."""
 
-from imagebank.cli.main import main
+from imagebank.cli import run
 
-main()
+run()

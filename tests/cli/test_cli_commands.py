@@ -9,6 +9,8 @@ something was quarantined or in conflict, after storing the rest). The many outp
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +292,34 @@ def test_check_exit_codes(tmp_path: Path) -> None:
     assert cli_json("check", data=data)["ok"] is True
     report = cli_json("check", "--verify-checksums", data=data, expect=1)
     assert report["checksum_mismatches"] == 1
+
+
+# A Ctrl-C while the command loads (its imports take a moment) is met as one later is. The
+# console script imports only ``imagebank.cli`` first; a finder that raises KeyboardInterrupt
+# when the rest is imported stands for the key pressed at that moment.
+_INTERRUPTED_LOAD = """
+import sys
+from imagebank.cli import run
+
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "imagebank.cli.main":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, Interrupt())
+sys.exit(run())
+"""
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line() -> None:
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTED_LOAD, "stats"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", "")
+
+
+def test_the_console_script_loads_little_before_the_command() -> None:
+    probe = ("import sys, imagebank.cli; print(sorted(m for m in ('sqlalchemy', 'pydicom', "
+             "'numpy', 'typer', 'imagebank.services.archive') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

@@ -139,8 +139,9 @@ def test_a_share_releases_tables_that_join_the_images_with_shifted_dates(
 
     assert sorted(map(key, facts_parquet), key=repr) == sorted(
         (key(r, moved) for r in source), key=repr)
-    originals = {_aware(r["start"]) for r in source} - {None}
-    assert originals.isdisjoint({r["start"] for r in facts_parquet})
+    # (No check that no released time equals any original one: with facts a whole number of
+    # days apart, a random key's shift sometimes moves one onto another's. Each row moved by
+    # ``moved`` < 0 days, checked above, is what says that no time is left as it was.)
     # Subjects: sex kept (retain_patient_characteristics), the shifted birth date's year.
     [subject] = _parquet_rows(_table(resources, "-subjects.parquet"))
     synthetic = SyntheticPatient.make(0, "")

@@ -7,6 +7,7 @@ Every command opens the archive in the data folder (``--data``, ``IMAGEBANK_DATA
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -902,6 +903,7 @@ def key_fingerprint(name: KeyName) -> None:
 # -- share and export ------------------------------------------------------------------------
 def _run_release_job(spec: Any, label: str, jsonl: bool) -> None:
     """Queue a share or export as a job (visible in the API), run it here with progress."""
+    from imagebank.cli.interrupt import CtrlC
     from imagebank.cli.progress import JobProgress
     from imagebank.services.jobs import Jobs
     from imagebank.services.release import plan
@@ -911,21 +913,31 @@ def _run_release_job(spec: Any, label: str, jsonl: bool) -> None:
     jobs = Jobs(archive)
     job = jobs.submit(spec.kind, spec.source, spec.params(), None)
     _cli_audit(_runtime(), spec.kind, project=spec.source, level="job", object_id=job["id"])
+    ended: dict[str, Any] | None = None
+    stop = CtrlC()
     try:
-        if jsonl:
-            def report(done: int, total: int | None, message: str) -> None:
-                _json_line({"event": "progress", "job": job["id"], "done": done,
-                            "total": total, "message": message})
-            ended = jobs.run(job["id"], report)
-        else:
-            with JobProgress(err, label) as bar:
-                ended = jobs.run(job["id"], bar.update)
-    except KeyboardInterrupt:
-        jobs.cancel(job["id"])  # not left "running" for a server to run again
+        with stop:
+            if jsonl:
+                def report(done: int, total: int | None, message: str) -> None:
+                    stop.check()  # a Ctrl-C stops the job here, between two steps
+                    _json_line({"event": "progress", "job": job["id"], "done": done,
+                                "total": total, "message": message})
+                ended = jobs.run(job["id"], report)
+            else:
+                with JobProgress(err, label) as bar:
+                    def update(done: int, total: int | None, message: str) -> None:
+                        stop.check()
+                        bar.update(done, total, message)
+                    ended = jobs.run(job["id"], update)
+    except KeyboardInterrupt:  # Ctrl-C twice: stopped wherever it was
+        ended = None
+    if ended is None or ended["state"] == "running":  # stopped by Ctrl-C
+        with contextlib.suppress(ConflictError):  # ended meanwhile (a second Ctrl-C)
+            jobs.cancel(job["id"])  # not left "running" for a server to run again
         err.print(f"interrupted: the {label} job {job['id']} is cancelled; what was released "
                   "is whole (a zip only once complete); run the same command again to finish.",
                   highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(130)
     if ended["state"] != "succeeded":
         raise ImagebankError(f"The {label} job {job['id']} {ended['state']}: "
                              f"{ended.get('error') or ended.get('message')}")

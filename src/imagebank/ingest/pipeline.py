@@ -21,7 +21,6 @@ transaction; refused again, it is updated there.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import struct
 import time
 import uuid
@@ -60,6 +59,7 @@ from imagebank.ingest.worker import (
     WorkerConfig,
     init_worker,
     parse_many,
+    pool_context,
     prefetch,
 )
 from imagebank.storage.base import ObjectStore, StagedObject
@@ -437,7 +437,7 @@ def run_ingest(
     # Files are read ahead of the workers (POSIX_FADV_WILLNEED) by a few tasks, not the whole
     # window: enough that a worker never waits for the disk, little enough to stay cached.
     read_ahead = workers * 2 + 2
-    context = multiprocessing.get_context(start_method) if start_method else None
+    context = pool_context(start_method)
     with ProcessPoolExecutor(max_workers=workers, initializer=init_worker,
                              initargs=(config,), mp_context=context) as pool:
         inflight: deque[Future[list[Parsed]]] = deque()

@@ -7,6 +7,7 @@ which decides what is new, a duplicate, or a conflict.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ import time
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
 
 from imagebank.dicom.header import read_header
 from imagebank.domain.ids import IdDeriver
@@ -177,6 +179,26 @@ def init_worker(config: WorkerConfig) -> None:
     global _PARSER  # noqa: PLW0603 - one parser per worker process
     _PARSER = Parser(config)
     exit_with_parent(config.owner)
+
+
+def pool_context(start_method: str | None) -> BaseContext | None:
+    """The multiprocessing context of a pool of workers (None: the default). A fork server
+    started from the main thread starts with Ctrl-C ignored, so that every worker it forks
+    ignores it from birth, before its initializer runs: a Ctrl-C sent to the whole process
+    group (what a terminal does) is the owning process's to handle, never a worker's to die
+    of (a broken pool)."""
+    if not start_method:
+        return None
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver" and threading.current_thread() is threading.main_thread():
+        from multiprocessing import forkserver
+
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited across exec
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return context
 
 
 def exit_with_parent(owner: int | None = None) -> None:

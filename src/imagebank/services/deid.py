@@ -31,7 +31,6 @@ files; results come back in input order, small (no pixel data).
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
 import re
 import signal
@@ -73,7 +72,7 @@ from imagebank.domain.errors import InvalidInputError, StorageError
 from imagebank.domain.policy import MaskingRule, Policy
 from imagebank.domain.pseudonyms import Pseudonymiser
 from imagebank.ingest.sources import Source, SourceProblem, iter_sources
-from imagebank.ingest.worker import SourceReader, prefetch
+from imagebank.ingest.worker import SourceReader, pool_context, prefetch
 from imagebank.storage.durable import HAS_SYNCFS, fsync_path, link_new, syncfs
 
 #: Files per task sent to a worker.
@@ -306,7 +305,7 @@ def _run_pool(tasks: Iterator[list[Source | SourceProblem]], settings: _WorkerSe
               workers: int, accept: Callable[[list[FileOutcome | Pending]], None],
               start_method: str | None) -> None:
     window = workers * 4
-    context = multiprocessing.get_context(start_method) if start_method else None
+    context = pool_context(start_method)
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                              initargs=(settings,), mp_context=context) as pool:
         inflight: deque[tuple[list[FileOutcome], Future[list[FileOutcome | Pending]] | None]]

@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -67,6 +66,7 @@ from imagebank.domain.errors import (
     StorageError,
 )
 from imagebank.domain.policy import Policy
+from imagebank.ingest.worker import pool_context
 from imagebank.services.archive import IDENTIFIABLE, RESEARCH, Archive
 from imagebank.services.clinical_release import (
     RESOURCE_PREFIX,
@@ -394,7 +394,7 @@ class _PoolRunner:
 
     def __call__(self, settings: TaskSettings, tasks: Iterable[list[Ref]]
                  ) -> Iterator[list[Result]]:
-        context = multiprocessing.get_context(self.start_method) if self.start_method else None
+        context = pool_context(self.start_method)
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
                                  initializer=_init_pool_worker,
                                  initargs=(os.getpid(),)) as pool:
