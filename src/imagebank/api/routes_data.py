@@ -391,9 +391,8 @@ def _store_one(archive: Archive, body: bytes, project: str, source: str
     """One object: its summary, the instance stored, and the study that holds it (stored
     now or already there), for a client to link to."""
     received = archive.receive([(body, source)], project)
-    held = [o.instance_id for o in received.objects if o.instance_id
-            and o.outcome in (Outcome.STORED, Outcome.DUPLICATE)]
-    study_ids = sorted({row["study_id"] for row in archive.instance_objects("instance", held)})
+    study_ids = sorted({o.study_id for o in received.objects if o.study_id
+                        and o.outcome in (Outcome.STORED, Outcome.DUPLICATE)})
     return received.summary, received.stored_ids, study_ids
 
 

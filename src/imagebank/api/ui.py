@@ -87,16 +87,15 @@ def page(request: Request, template: str, **context: Any) -> HTMLResponse:
 
 def project_page(request: Request, template: str, project: str, *, section: str,
                  **context: Any) -> HTMLResponse:
-    """A page of one project: ``template`` with ``project`` (its summary, with ``counts``),
-    ``can`` (the user's permissions on it, by name: read, download, write, delete, manage,
-    audit) and ``section`` (which entry of the project's menu, _project_nav.html, is this
-    page: studies, subjects, search, cohort, upload, quarantine, members, policy,
-    audit)."""
+    """A page of one project: ``template`` with ``project`` (its row; the pages that show
+    its counts pass ``counts``, the index's most costly question), ``can`` (the user's
+    permissions on it, by name: read, download, write, delete, manage, audit) and
+    ``section`` (which entry of the project's menu, _project_nav.html, is this page:
+    studies, subjects, search, cohort, upload, quarantine, members, policy, audit)."""
     principal = resolve_principal(request)
-    summary = runtime_of(request).archive.project_summary(project)
+    row = runtime_of(request).archive.ensure_project(project)
     can = {p.value: bool(principal and principal.can(project, p)) for p in Permission}
-    return page(request, template, project=summary, counts=summary["counts"], can=can,
-                section=section, **context)
+    return page(request, template, project=row, can=can, section=section, **context)
 
 
 @router.get("/", dependencies=[public])
@@ -125,9 +124,11 @@ PAGE_STUDIES = 100
             dependencies=[project_access(Permission.READ)])
 def project_home(request: Request, project: str) -> HTMLResponse:
     """A project: its counts and its newest studies."""
-    studies = runtime_of(request).archive.studies(project, limit=PAGE_STUDIES + 1)
+    archive = runtime_of(request).archive
+    studies = archive.studies(project, limit=PAGE_STUDIES + 1)
     return project_page(request, "project.html", project, section="studies",
-                        studies=studies[:PAGE_STUDIES], more=len(studies) > PAGE_STUDIES)
+                        studies=studies[:PAGE_STUDIES], more=len(studies) > PAGE_STUDIES,
+                        counts=archive.project_summary(project)["counts"])
 
 
 def problem_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:

@@ -66,10 +66,11 @@ def thumbnail_url(project: str, study_uid: str, series_uid: str) -> str | None:
 def subjects_page(request: Request, project: str,
                   offset: int = Query(0, ge=0, le=10_000_000)) -> HTMLResponse:
     """The project's subjects (patients), by PatientID, a page at a time."""
-    rows = runtime_of(request).archive.subjects(project, limit=SUBJECTS_PAGE + 1,
-                                                offset=offset)
+    archive = runtime_of(request).archive
+    rows = archive.subjects(project, limit=SUBJECTS_PAGE + 1, offset=offset)
     return project_page(
         request, "browse_subjects.html", project, section="subjects",
+        counts=archive.project_summary(project)["counts"],
         subjects=rows[:SUBJECTS_PAGE], offset=offset,
         next_offset=offset + SUBJECTS_PAGE if len(rows) > SUBJECTS_PAGE else None,
         previous_offset=max(0, offset - SUBJECTS_PAGE) if offset else None)

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse
 
-from imagebank.api.routes_jobs import _visible_job, list_jobs
+from imagebank.api.routes_jobs import get_job, list_jobs
 from imagebank.api.security import project_access, runtime_of, signed_in
 from imagebank.api.ui import page, project_page
 from imagebank.domain.access import Permission
@@ -67,7 +67,7 @@ def jobs_page(request: Request) -> HTMLResponse:
 @router.get("/ui/jobs/{job_id}", response_class=HTMLResponse, dependencies=[signed_in])
 def job_page(request: Request, job_id: str = JOB_ID) -> HTMLResponse:
     """One job (404 for a job the user may not see, as the API answers)."""
-    _principal, job = _visible_job(request, job_id)
+    job = get_job(request, job_id)
     return page(request, "job.html", job=_in_utc(job), kinds=JOB_KINDS,
                 result=_result_rows(job.get("result")))
 

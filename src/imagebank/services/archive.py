@@ -235,7 +235,8 @@ class Archive:
         objects = []
         for item in parsed:
             outcome, reason, _label, message, _size = report.outcomes[id(item)]
-            objects.append(ObjectOutcome(item.instance_id or None, outcome, reason, message))
+            objects.append(ObjectOutcome(item.instance_id or None, outcome, reason, message,
+                                         item.study_id or None))
         return Received(report.summary, report.stored_ids, objects)
 
     def receive_kept(self, data: bytes, label: str, project: str, item_id: str
@@ -253,7 +254,8 @@ class Archive:
             raise NotFoundError(f"Quarantine item {item_id} was discarded while it was being "
                                 "retried; nothing of it was archived.")
         outcome, reason, _label, message, _size = report.outcomes[id(parsed)]
-        return ObjectOutcome(parsed.instance_id or None, outcome, reason, message)
+        return ObjectOutcome(parsed.instance_id or None, outcome, reason, message,
+                             parsed.study_id or None)
 
     # -- reads ----------------------------------------------------------------------------
     def studies(self, project: str | None = None, *, limit: int = 100, offset: int = 0,
@@ -412,13 +414,14 @@ class Archive:
 
 @dataclass(frozen=True, slots=True)
 class ObjectOutcome:
-    """What became of one received object: its instance ID (None if it could not be read),
-    the outcome, and for anything not stored the reason code and a message."""
+    """What became of one received object: its instance ID and study ID (None if it could
+    not be read), the outcome, and for anything not stored the reason code and a message."""
 
     instance_id: str | None
     outcome: Outcome
     reason: str | None = None
     message: str = ""
+    study_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -819,17 +819,21 @@ def project_policy_texts(texts: Sequence[str], options: Sequence[str] = ()) -> s
                            options)
 
 
+#: The first line of a project's policy as ``project_policy`` writes it (decision 0019),
+#: followed by the sites' labels; ``stored_policy`` reads them back from it.
+MERGED_HEADER = "imagebank project policy: the strictest merge of "
+
+
 def _project_policy(harmonised: Harmonised, labels: Sequence[str],
                     options: Sequence[str]) -> str:
     from imagebank.domain.policy import deid_settings
 
     deid_settings(harmonised.policy, options)
-    header = ["imagebank project policy: the strictest merge of " + ", ".join(labels)]
+    header = [MERGED_HEADER + ", ".join(labels)]
     return render_policy(harmonised.policy, header=header, harmonised=harmonised)
 
 
-#: The first line of a project's policy as ``project_policy`` writes it (decision 0019).
-_MERGED_FROM = re.compile(r"^# imagebank project policy: the strictest merge of (.+)$", re.M)
+_MERGED_FROM = re.compile(rf"^# {re.escape(MERGED_HEADER)}(.+)$", re.M)
 
 
 def stored_policy(project: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -126,15 +126,11 @@ def retry(archive: Archive, item_id: str, project: str | None = None) -> RetryRe
     if outcome.outcome in ARCHIVED:
         # Archived: the commit removed the row; the bytes go (unless the instance names them).
         _remove_object(archive, key)
-        study_id = None
-        if outcome.instance_id:
-            rows = archive.instance_objects("instance", [outcome.instance_id])
-            study_id = rows[0]["study_id"] if rows else None
         message = ("Archived: the item has left the quarantine."
                    if outcome.outcome is Outcome.STORED else
                    "These bytes were archived already: the item has left the quarantine.")
         return RetryResult(item_id, outcome.outcome, None, message, outcome.instance_id,
-                           study_id)
+                           outcome.study_id)
     # Refused again: the ingest updated the item. Held now at another key (a race with
     # another writer of the same instance), the old copy goes.
     with archive.sessions.begin() as session:

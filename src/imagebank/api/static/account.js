@@ -46,12 +46,8 @@
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     hide(form);
-    const json = tokenRequest(form);
-    if (!json.scopes.length) {
-      say(status, "Choose at least one scope for the token.", true);
-      return;
-    }
     try {
+      const json = tokenRequest(form);
       const made = await (await call("POST", "/api/v1/me/tokens", {json})).json();
       body.prepend(newRow(made));
       none.hidden = true;

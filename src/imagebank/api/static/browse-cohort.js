@@ -31,8 +31,7 @@
     return node;
   };
   const quoted = (text) => `'${text.replaceAll("'", "''")}'`;
-  const dateText = (value) => (value && /^\d{8}$/.test(value)
-    ? `${value.slice(0, 4)}-${value.slice(4, 6)}-${value.slice(6)}` : (value || ""));
+  const {dicomDate} = window.imagebank;
 
   // -- rows → query text --------------------------------------------------------------
   function partOf(row, name) {
@@ -143,10 +142,7 @@
 
   async function search(text, limit) {
     const response = await window.imagebank.api("POST", url, {json: {query: text, limit}});
-    if (response.status === 401) {
-      window.location.assign("/ui/sign-in");
-      throw new Error("Your session has ended; sign in again.");
-    }
+    window.imagebank.checkSession(response);
     let body = null;
     try { body = await response.json(); } catch (e) { /* not JSON */ }
     return {ok: response.ok, status: response.status, body};
@@ -265,7 +261,7 @@
         (id) => [link(`${base}/subjects/${encodeURIComponent(id)}`, id)]));
       const studies = table("Studies matched", ["Date", "Modalities", "Study Instance UID"],
         result.studies.map((s) => [
-          link(`${base}/studies/${encodeURIComponent(s.id)}`, dateText(s.study_date) || "(no date)"),
+          link(`${base}/studies/${encodeURIComponent(s.id)}`, dicomDate(s.study_date) || "(no date)"),
           s.modalities_in_study || "", s.study_instance_uid]));
       const parts = [subjects, studies];
       if (result.truncated) {

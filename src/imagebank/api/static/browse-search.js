@@ -18,8 +18,7 @@
   // YYYY-MM-DD (a date input's value) as DICOM's YYYYMMDD.
   const da = (value) => value.replaceAll("-", "");
   const pn = (value) => (value || "").replaceAll("^", " ").trim();
-  const dateText = (value) => (value && /^\d{8}$/.test(value)
-    ? `${value.slice(0, 4)}-${value.slice(4, 6)}-${value.slice(6)}` : (value || ""));
+  const {dicomDate} = window.imagebank;
 
   // The form's criteria in DICOM's matching syntax; an empty field is no criterion.
   function read() {
@@ -56,7 +55,7 @@
     const first = cell(row, "");
     const link = document.createElement("a");
     link.href = `/ui/projects/${encodeURIComponent(project)}/studies/${encodeURIComponent(study.id)}`;
-    link.textContent = dateText(study.study_date) || "(no date)";
+    link.textContent = dicomDate(study.study_date) || "(no date)";
     first.appendChild(link);
     cell(row, study.patient_id || "");
     cell(row, pn(study.patient_name));

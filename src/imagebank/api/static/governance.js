@@ -32,9 +32,11 @@ window.imagebank.governance = (() => {
   }
 
   // The body of POST .../tokens from a token form (_tokens.html).
+  // A token form's request body; an Error when no scope is ticked.
   function tokenRequest(form) {
     const scopes = [...form.querySelectorAll('input[name="scopes"]:checked')]
       .map((box) => box.value);
+    if (!scopes.length) throw new Error("Choose at least one scope for the token.");
     const expires = form.querySelector('select[name="expires_days"]').value;
     return {name: form.querySelector('input[name="name"]').value.trim(), scopes,
             expires_days: expires ? Number(expires) : null};

@@ -14,8 +14,7 @@
   const ACTIVE = ["queued", "running"];
   const POLL_MS = 1000;
   const MAX_WAIT_MS = 30000;
-  const KINDS = {import: "Import", export: "Export", share: "Share", release: "Release",
-                 clinical_import: "Clinical import"};
+  const KINDS = JSON.parse(table.dataset.kinds);  // ui_work.JOB_KINDS
   let timer = null;
   let failures = 0;       // polls that failed in a row
   let signedOut = false;
@@ -162,11 +161,8 @@
     } catch (e) {
       throw new Error("The server could not be reached.");
     }
-    if (response.status === 401) {
-      signedOut = true;
-      window.location.assign("/ui/sign-in");
-      throw new Error("Your session has ended; sign in again.");
-    }
+    if (response.status === 401) signedOut = true;
+    window.imagebank.checkSession(response);
     if (response.status === 404) return null;
     if (!response.ok) throw new Error(await window.imagebank.problem(response));
     return response.json();

@@ -26,16 +26,25 @@ window.imagebank = (() => {
     return `The request failed (HTTP ${response.status}).`;
   }
 
-  // fetch() that throws an Error with the problem's words when the answer is not 2xx.
-  async function call(method, url, options) {
-    const response = await api(method, url, options);
+  // A 401 means the session has ended: off to sign in again, and the caller stops here.
+  function checkSession(response) {
     if (response.status === 401) {
       window.location.assign("/ui/sign-in");
       throw new Error("Your session has ended; sign in again.");
     }
+  }
+
+  // fetch() that throws an Error with the problem's words when the answer is not 2xx.
+  async function call(method, url, options) {
+    const response = await api(method, url, options);
+    checkSession(response);
     if (!response.ok) throw new Error(await problem(response));
     return response;
   }
+
+  // DICOM's YYYYMMDD as YYYY-MM-DD (anything else as it is): the pages' `dicom_date` filter.
+  const dicomDate = (value) => (value && /^\d{8}$/.test(value)
+    ? `${value.slice(0, 4)}-${value.slice(4, 6)}-${value.slice(6)}` : (value || ""));
 
   const out = document.getElementById("sign-out");
   if (out) {
@@ -44,5 +53,5 @@ window.imagebank = (() => {
       window.location.assign("/ui/sign-in");
     });
   }
-  return {api, call, problem, csrf};
+  return {api, call, checkSession, problem, dicomDate, csrf};
 })();

@@ -73,13 +73,9 @@
   tokenForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     hide(tokenForm);
-    const json = tokenRequest(tokenForm);
-    if (!json.scopes.length) {
-      say(status, "Choose at least one scope for the token.", true);
-      return;
-    }
     const name = tokenUser.value;
     try {
+      const json = tokenRequest(tokenForm);
       const made = await (await call("POST", `${url(name)}/tokens`, {json})).json();
       say(status, `A token for ${made.username} was created: copy it now, it is not shown ` +
           "again.");

@@ -131,10 +131,7 @@
     } catch (e) {
       throw passing("The archive could not be reached.");
     }
-    if (response.status === 401) {
-      window.location.assign("/ui/sign-in");
-      throw new Error("Your session has ended; sign in again.");
-    }
+    window.imagebank.checkSession(response);
     return response;
   }
 
@@ -406,6 +403,7 @@
     context.fillRect(0, 0, canvas.width, canvas.height);
     const entry = cache.get(state.index);
     const inst = instances[images[state.index][0]];
+    if (entry && !state.windowSet) initialWindow(entry, inst);
     showOverlay();
     errorBox.textContent = failures.has(state.index)
       ? `This image could not be shown: ${failures.get(state.index)} Move to another slice `
@@ -415,7 +413,6 @@
       pump();
       return;
     }
-    if (!state.windowSet) initialWindow(entry, inst);
     if (stats.lastDrawn !== state.index) markPresets();
     const source = frameSource(entry, inst);
     const scale = Math.min(canvas.width / source.width, canvas.height / source.height)
@@ -435,7 +432,6 @@
       stats.firstImageMs = performance.now();
       pump();  // the rest may start now
     }
-    showOverlay();
   }
 
   function request() {
